@@ -1,14 +1,34 @@
-"""CTC decoding.
+"""CTC decoding: greedy (best path) and prefix beam search with an optional lexicon and an optional
+character n-gram language model, with per-character and per-line confidences for both.
 
 Convention shared by every line model: class 0 is the CTC blank, class k >= 1 is ``charset[k - 1]``.
-Inputs are per-frame log-probabilities of shape (T, C) for one line.
+Inputs are per-frame log-probabilities (natural log, log-softmax output) of shape (T, C) for one line.
+
+Confidences (the same definition for every decoder, so thresholds carry over):
+
+- a character's confidence is the highest frame probability of that character among the frames the
+  best alignment assigns to it (for greedy the best path itself; for beam search a Viterbi forced
+  alignment of the chosen text);
+- the line's confidence is the probability of that alignment to the power 1/T (geometric mean per
+  frame) multiplied by the lowest character confidence: one doubtful character makes a doubtful line,
+  which is what a reviewer needs (see docs/decoding.md for the calibration this buys).
+
+Beam search scoring of a prefix = ln P_ctc(prefix) + lm_weight * ln P_lm(prefix) + char_bonus * len
+- oov_penalty * (number of words not in the lexicon). With ``lexicon_mode="constrain"`` a word that is
+not a prefix of some lexicon word is never extended. Words are maximal runs of characters that occur in
+the lexicon's words, plus letters (so digits and punctuation pass freely when the lexicon holds only
+letters).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
+
+NEG_INF = float("-inf")
 
 
 @dataclass
@@ -16,15 +36,31 @@ class Decoded:
     text: str
     confidence: float  # line confidence in [0, 1]
     char_confidences: list[float] = field(default_factory=list)  # one per character of ``text``
+    candidates: list[tuple[str, float]] = field(default_factory=list)  # beam search: n-best (text, score)
+
+
+def _check(log_probs: np.ndarray) -> np.ndarray:
+    lp = np.asarray(log_probs, dtype=np.float32)
+    if lp.ndim != 2:
+        raise ValueError(f"expected (T, C) log-probabilities, got shape {lp.shape}")
+    return lp
+
+
+def line_confidence(path_logprob_mean: float, char_confidences: Sequence[float]) -> float:
+    """The one definition of a line's confidence (see the module docstring)."""
+    if not np.isfinite(path_logprob_mean):
+        return 0.0
+    geo = math.exp(path_logprob_mean)
+    return float(geo * (min(char_confidences) if len(char_confidences) else 1.0))
 
 
 def greedy(log_probs: np.ndarray, charset: str) -> Decoded:
     """Best path: the most likely class per frame, repeats merged, blanks removed. A character's
-    confidence is the highest probability among the frames that produced it; the line's is the
-    product of per-frame best probabilities along the path, to the 1/T power (geometric mean)."""
-    lp = np.asarray(log_probs, dtype=np.float32)
-    if lp.ndim != 2:
-        raise ValueError(f"expected (T, C) log-probabilities, got shape {lp.shape}")
+    confidence is the highest probability among the frames that produced it; the line's confidence is
+    defined by :func:`line_confidence` from the best path."""
+    lp = _check(log_probs)
+    if lp.shape[0] == 0:
+        return Decoded("", 0.0, [])
     best = lp.argmax(axis=1)
     best_lp = lp[np.arange(len(best)), best]
     chars: list[str] = []
@@ -38,5 +74,332 @@ def greedy(log_probs: np.ndarray, charset: str) -> Decoded:
         elif k != 0 and k == prev and confs:
             confs[-1] = max(confs[-1], float(np.exp(best_lp[t])))
         prev = k
-    line_conf = float(np.exp(best_lp.mean())) if len(best_lp) else 0.0
-    return Decoded("".join(chars), line_conf, confs)
+    return Decoded("".join(chars), line_confidence(float(best_lp.mean()), confs), confs)
+
+
+# ------------------------------------------------------------------------------- forced alignment
+
+
+def align(log_probs: np.ndarray, labels: Sequence[int]) -> tuple[float, list[float]]:
+    """Viterbi alignment of a label sequence (class ids, no blanks) to the frames.
+
+    Returns (mean log-probability per frame of the best alignment, per-label confidences = the highest
+    probability of the label among its aligned frames). An impossible alignment (too few frames) gives
+    (-inf, zeros)."""
+    lp = _check(log_probs)
+    T = lp.shape[0]
+    L = len(labels)
+    if L == 0:
+        return (float(lp[:, 0].mean()) if T else NEG_INF), []
+    ext = np.zeros(2 * L + 1, dtype=np.int64)
+    ext[1::2] = labels
+    S = len(ext)
+    # transition from s-2 allowed where ext[s] is a label different from ext[s-2]
+    skip = np.zeros(S, dtype=bool)
+    skip[3::2] = ext[3::2] != ext[1:-2:2]
+    emit = lp[:, ext]  # (T, S)
+    delta = np.full(S, NEG_INF, dtype=np.float64)
+    delta[0] = emit[0, 0]
+    if S > 1:
+        delta[1] = emit[0, 1]
+    back = np.zeros((T, S), dtype=np.int8)
+    for t in range(1, T):
+        stay = delta
+        one = np.concatenate(([NEG_INF], delta[:-1]))
+        two = np.concatenate(([NEG_INF, NEG_INF], delta[:-2]))
+        two = np.where(skip, two, NEG_INF)
+        stacked = np.stack([stay, one, two])
+        arg = stacked.argmax(axis=0)
+        delta = stacked[arg, np.arange(S)] + emit[t]
+        back[t] = arg
+    end = S - 1 if S == 1 or delta[S - 1] >= delta[S - 2] else S - 2
+    best = delta[end]
+    if not np.isfinite(best):
+        return NEG_INF, [0.0] * L
+    confs = [0.0] * L
+    s = end
+    for t in range(T - 1, -1, -1):
+        if s % 2 == 1:
+            i = s // 2
+            confs[i] = max(confs[i], float(math.exp(lp[t, ext[s]])))
+        s -= int(back[t, s])
+    return float(best / T), confs
+
+
+# ------------------------------------------------------------------------------------ lexicon
+
+
+class Lexicon:
+    """A set of words as a character trie, for steering beam search.
+
+    ``case_sensitive=False`` matches ignoring case (the trie holds lower case). A word on the line is a
+    maximal run of letters and of the other characters the lexicon's words contain (a hyphen or an
+    apostrophe, if some entry has one); digits and punctuation outside the words split words and are
+    never constrained.
+    """
+
+    END = "\x00"
+
+    def __init__(self, words: Iterable[str], case_sensitive: bool = False):
+        self.case_sensitive = case_sensitive
+        self.root: dict = {}
+        self.words: set[str] = set()
+        for w in words:
+            w = w.strip()
+            if not w:
+                continue
+            for part in w.split():  # multi-word entries ("twenty five") contribute each word
+                key = part if case_sensitive else part.lower()
+                self.words.add(key)
+                node = self.root
+                for ch in key:
+                    node = node.setdefault(ch, {})
+                node[self.END] = True
+        self.alphabet = {ch for w in self.words for ch in w}
+        if not case_sensitive:
+            self.alphabet |= {ch.upper() for ch in self.alphabet}
+
+    @classmethod
+    def from_file(cls, uri: str, case_sensitive: bool = False) -> "Lexicon":
+        from htr_ray import storage
+
+        return cls(storage.read_text(uri).splitlines(), case_sensitive=case_sensitive)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __contains__(self, word: str) -> bool:
+        return (word if self.case_sensitive else word.lower()) in self.words
+
+    def is_word_char(self, ch: str) -> bool:
+        return ch.isalpha() or ch in self.alphabet
+
+    def step(self, node: dict | None, ch: str) -> dict | None:
+        if node is None:
+            return None
+        return node.get(ch if self.case_sensitive else ch.lower())
+
+    def nearest(self, word: str, max_distance: int | None = None) -> tuple[str | None, int]:
+        """The lexicon word closest to ``word`` by edit distance (ties: the first in sorted order)."""
+        import editdistance
+
+        key = word if self.case_sensitive else word.lower()
+        best, best_d = None, None
+        for w in sorted(self.words):
+            d = editdistance.eval(key, w)
+            if best_d is None or d < best_d:
+                best, best_d = w, d
+        if best_d is None or (max_distance is not None and best_d > max_distance):
+            return None, (best_d if best_d is not None else len(word))
+        return best, int(best_d)
+
+
+# ------------------------------------------------------------------------------- beam search
+
+
+@dataclass
+class _State:
+    """What a prefix carries beyond its CTC probability (depends on the text only)."""
+
+    text: str
+    extra: float  # LM + bonus + lexicon terms so far
+    node: dict | None  # lexicon trie node of the current word (None: outside the lexicon)
+    in_word: bool  # the last character is a word character
+
+
+def _lse(a: float, b: float) -> float:
+    if a == NEG_INF:
+        return b
+    if b == NEG_INF:
+        return a
+    if a > b:
+        return a + math.log1p(math.exp(b - a))
+    return b + math.log1p(math.exp(a - b))
+
+
+@dataclass
+class BeamConfig:
+    beam_width: int = 16
+    top_k: int = 8  # at most this many non-blank classes tried per frame
+    min_prob: float = 1e-4  # ... and only those at least this probable
+    blank_skip: float = 0.999  # frames where the blank is this sure only extend existing prefixes
+    lm_weight: float = 0.5
+    char_bonus: float = 0.0  # added per emitted character (balances the LM's preference for short text)
+    oov_penalty: float = 6.0  # subtracted once per word that is not in the lexicon
+    lexicon_mode: str = "favour"  # or "constrain"
+    nbest: int = 5  # candidates kept in Decoded.candidates
+
+
+def beam_search(
+    log_probs: np.ndarray,
+    charset: str,
+    beam_width: int = 16,
+    lexicon: Lexicon | None = None,
+    lm=None,
+    config: BeamConfig | None = None,
+    **overrides,
+) -> Decoded:
+    """CTC prefix beam search over (T, C) log-probabilities.
+
+    ``lexicon``: a :class:`Lexicon` (or any iterable of words) to favour (default) or constrain to;
+    ``lm``: an :class:`htr_ray.lm.CharNgramLM` (anything with ``logprob(history, ch)`` and
+    ``end_logprob(history)``). Other settings come from ``config`` / keyword overrides (see
+    :class:`BeamConfig`). Without lexicon and LM the result is the most probable labelling found.
+    """
+    cfg = config or BeamConfig()
+    if overrides or beam_width != cfg.beam_width:
+        cfg = BeamConfig(**{**cfg.__dict__, "beam_width": beam_width, **overrides})
+    if lexicon is not None and not isinstance(lexicon, Lexicon):
+        lexicon = Lexicon(lexicon)
+    if cfg.lexicon_mode not in ("favour", "constrain"):
+        raise ValueError(f"lexicon_mode must be 'favour' or 'constrain', not {cfg.lexicon_mode!r}")
+    lp = _check(log_probs)
+    T, C = lp.shape
+    if C != len(charset) + 1:
+        raise ValueError(f"{C} classes but the charset has {len(charset)} characters (+1 blank expected)")
+    if T == 0:
+        return Decoded("", 0.0, [])
+    constrain = lexicon is not None and cfg.lexicon_mode == "constrain"
+    lm_w = cfg.lm_weight if lm is not None else 0.0
+    oov = NEG_INF if constrain else -cfg.oov_penalty
+    log_min = math.log(cfg.min_prob)
+    log_skip = math.log(cfg.blank_skip)
+
+    root_state = _State("", 0.0, lexicon.root if lexicon is not None else None, False)
+    states: dict[tuple, _State] = {(): root_state}
+
+    def extend(prefix: tuple, c: int) -> tuple | None:
+        new = prefix + (c,)
+        st = states.get(new)
+        if st is not None:
+            return new if st.extra > NEG_INF else None
+        parent = states[prefix]
+        ch = charset[c - 1]
+        extra = parent.extra + cfg.char_bonus
+        if lm is not None:
+            extra += lm_w * lm.logprob(parent.text, ch)
+        node, in_word = None, False
+        if lexicon is not None:
+            if lexicon.is_word_char(ch):
+                in_word = True
+                if not parent.in_word:  # a new word starts at the root
+                    node = lexicon.step(lexicon.root, ch)
+                    if node is None:
+                        extra += oov
+                elif parent.node is not None:
+                    node = lexicon.step(parent.node, ch)
+                    if node is None:
+                        extra += oov
+                # else: already out of the lexicon, penalised once
+            elif parent.in_word and parent.node is not None and Lexicon.END not in parent.node:
+                extra += oov  # the word ended as a proper prefix of lexicon words
+        st = _State(parent.text + ch, extra, node, in_word)
+        states[new] = st
+        return new if extra > NEG_INF else None
+
+    def final_extra(prefix: tuple) -> float:
+        st = states[prefix]
+        extra = st.extra
+        if lm is not None:
+            extra += lm_w * lm.end_logprob(st.text)
+        if lexicon is not None and st.in_word and st.node is not None and Lexicon.END not in st.node:
+            extra += oov
+        return extra
+
+    # beams: prefix -> [log P(ending in blank), log P(ending in non-blank)]
+    beams: dict[tuple, list[float]] = {(): [0.0, NEG_INF]}
+    # first frame from the empty prefix; then the loop
+    for t in range(T):
+        row = lp[t]
+        blank = float(row[0])
+        if blank >= log_skip and t > 0:
+            # the blank is near certain: no new characters, only blank / repeat transitions
+            for prefix, (pb, pnb) in beams.items():
+                total = _lse(pb, pnb)
+                new_pnb = pnb + float(row[prefix[-1]]) if prefix else NEG_INF
+                beams[prefix] = [total + blank, new_pnb]
+            continue
+        k = min(cfg.top_k, C - 1)
+        nonblank = row[1:]
+        cand = np.argpartition(-nonblank, k - 1)[:k] + 1 if k < C - 1 else np.arange(1, C)
+        cand = [int(c) for c in cand if row[c] >= log_min]
+        nxt: dict[tuple, list[float]] = {}
+        for prefix, (pb, pnb) in beams.items():
+            total = _lse(pb, pnb)
+            cell = nxt.get(prefix)
+            if cell is None:
+                cell = nxt[prefix] = [NEG_INF, NEG_INF]
+            cell[0] = _lse(cell[0], total + blank)
+            last = prefix[-1] if prefix else 0
+            if last:
+                cell[1] = _lse(cell[1], pnb + float(row[last]))
+            for c in cand:
+                new = extend(prefix, c)
+                if new is None:
+                    continue
+                p_c = float(row[c])
+                add = (pb if c == last else total) + p_c
+                ncell = nxt.get(new)
+                if ncell is None:
+                    nxt[new] = [NEG_INF, add]
+                else:
+                    ncell[1] = _lse(ncell[1], add)
+        if len(nxt) > cfg.beam_width:
+            ranked = sorted(nxt.items(), key=lambda kv: _lse(*kv[1]) + states[kv[0]].extra, reverse=True)
+            beams = dict(ranked[: cfg.beam_width])
+        else:
+            beams = nxt
+        if len(states) > 50 * cfg.beam_width * max(cfg.top_k, 1):
+            keep = set(beams)
+            for p in list(keep):
+                keep.update(p[:i] for i in range(len(p)))
+            states = {p: s for p, s in states.items() if p in keep}
+
+    scored = []
+    for prefix, (pb, pnb) in beams.items():
+        score = _lse(pb, pnb) + final_extra(prefix)
+        if score > NEG_INF:
+            scored.append((score, prefix))
+    if not scored:  # everything was constrained away: fall back to the plain best path
+        out = greedy(lp, charset)
+        out.candidates = [(out.text, NEG_INF)]
+        return out
+    scored.sort(key=lambda x: x[0], reverse=True)
+    best = scored[0][1]
+    mean_lp, confs = align(lp, best)
+    text = states[best].text
+    return Decoded(text, line_confidence(mean_lp, confs), confs,
+                   [(states[p].text, float(s)) for s, p in scored[: cfg.nbest]])
+
+
+# ------------------------------------------------------------------------------ one front door
+
+
+def make_decoder(kind: str = "greedy", charset: str = "", lexicon=None, lm=None,
+                 **beam_options) -> Callable[[np.ndarray], Decoded]:
+    """A decoder function ``log_probs (T, C) -> Decoded``: ``kind`` is ``greedy`` or ``beam``.
+
+    ``lexicon`` may be a :class:`Lexicon`, a list of words or a URI of a word-per-line file; ``lm`` a
+    :class:`htr_ray.lm.CharNgramLM` or the URI of its JSON file. Giving either implies beam search.
+    """
+    if isinstance(lexicon, str):
+        lexicon = Lexicon.from_file(lexicon)
+    elif lexicon is not None and not isinstance(lexicon, Lexicon):
+        lexicon = Lexicon(lexicon)
+    if isinstance(lm, str):
+        from htr_ray.lm import CharNgramLM
+
+        lm = CharNgramLM.load(lm)
+    if kind == "greedy" and lexicon is None and lm is None:
+        return lambda log_probs: greedy(log_probs, charset)
+    if kind not in ("greedy", "beam"):
+        raise ValueError(f"unknown decoder {kind!r} (greedy or beam)")
+    config = BeamConfig(**beam_options)
+    return lambda log_probs: beam_search(log_probs, charset, beam_width=config.beam_width,
+                                         lexicon=lexicon, lm=lm, config=config)
+
+
+def decode_batch(log_probs: np.ndarray, lengths: Sequence[int], decoder: Callable[[np.ndarray], Decoded]) -> list[Decoded]:
+    """Decode (N, T, C) (batch first) log-probabilities with true frame counts ``lengths``."""
+    lp = np.asarray(log_probs)
+    return [decoder(lp[i, : int(n)]) for i, n in enumerate(lengths)]
