@@ -175,7 +175,7 @@ def crop_to_ink(gray: np.ndarray, margin: int = 2, threshold: int | None = None)
         # a blank or nearly uniform image has an Otsu threshold inside the noise: demand real contrast
         if int(gray.max()) - int(gray.min()) < 40:
             return gray
-    ink = gray < threshold
+    ink = gray <= threshold  # Otsu: values above the threshold are paper
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
         return gray
