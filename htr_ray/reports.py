@@ -267,8 +267,8 @@ def error_gallery_png(uri: str, items: Sequence[dict], title: str = "", columns:
 
 def calibration_table_text(cal: dict) -> str:
     """The calibration bins and review table as a small fixed-width text table."""
-    lines = ["bin  conf range        lines   CER     exact   | review below  share   CER kept"]
+    lines = ["bin  conf range           lines   CER     exact   | review below  share   CER kept"]
     for b, r in zip(cal.get("bins", []), cal.get("review_table", [])):
-        lines.append(f"{b['bin']:>3}  {b['conf_min']:.3f}-{b['conf_max']:.3f}   {b['lines']:>6}  {b['cer']:.4f}  "
-                     f"{b['line_accuracy']:.3f}   | {r['threshold']:.3f}        {r['review_share']:.2f}    {r['cer_accepted']:.4f}")
+        lines.append(f"{b['bin']:>3}  {b['conf_min']:<8.3g}-{b['conf_max']:<8.3g}{b['lines']:>6}  {b['cer']:.4f}  "
+                     f"{b['line_accuracy']:.3f}   | {r['threshold']:<8.3g}     {r['review_share']:.2f}    {r['cer_accepted']:.4f}")
     return "\n".join(lines)
