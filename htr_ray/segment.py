@@ -1,0 +1,238 @@
+"""Page image -> text-line boxes, with OpenCV only (no model): deskew, binarise, remove ruled and form
+lines, smear words into lines, split what is too tall, attach dots and accents.
+
+Boxes are ``[x0, y0, x1, y1]`` in pixels of the *deskewed* page (``Segmentation.page``), ordered in
+reading order (top to bottom, then left to right within a row). A "line" is a run of text on one
+baseline: on forms (cheques, prescriptions) fields far apart on the same row are separate lines.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+WORK_WIDTH = 1400  # pages are analysed at about this width; boxes are scaled back
+
+
+@dataclass
+class Segmentation:
+    page: np.ndarray  # the deskewed gray page the boxes refer to
+    boxes: list[list[int]]
+    angle: float = 0.0  # degrees the input was rotated by to deskew it
+    char_height: float = 0.0  # median ink component height at page scale
+    debug: dict = field(default_factory=dict)
+
+
+def binarize(gray: np.ndarray) -> np.ndarray:
+    """Ink mask (uint8 0/1). Adaptive (local) threshold so that shadows and uneven scans do not turn
+    into ink, combined with a global Otsu bound so that paper texture does not either."""
+    h, w = gray.shape
+    block = max(15, (min(h, w) // 30) | 1)
+    smooth = cv2.GaussianBlur(gray, (3, 3), 0)
+    local = cv2.adaptiveThreshold(smooth, 1, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 12)
+    otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # a generous global bound: only pixels clearly darker than the paper can be ink
+    return (local & (smooth < min(otsu + 25, 235))).astype(np.uint8)
+
+
+def remove_rules(ink: np.ndarray) -> np.ndarray:
+    """Drop long straight horizontal and vertical strokes (ruled paper, form boxes, table lines)."""
+    h, w = ink.shape
+    horiz = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(40, w // 12), 1)))
+    vert = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, max(40, h // 10))))
+    rules = cv2.dilate(horiz | vert, np.ones((3, 3), np.uint8))
+    return ink & (1 - rules)
+
+
+def estimate_skew(ink: np.ndarray, max_angle: float = 6.0, step: float = 0.25) -> float:
+    """The rotation (degrees) that makes text rows sharpest: maximise the variance of row sums of a
+    small copy of the ink mask over candidate angles (coarse to fine)."""
+    h, w = ink.shape
+    scale = min(1.0, 600.0 / max(w, 1))
+    small = cv2.resize(ink.astype(np.float32), (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
+    if small.sum() < 10:
+        return 0.0
+    center = (small.shape[1] / 2, small.shape[0] / 2)
+
+    def score(angle: float) -> float:
+        m = cv2.getRotationMatrix2D(center, angle, 1.0)
+        rotated = cv2.warpAffine(small, m, (small.shape[1], small.shape[0]), flags=cv2.INTER_LINEAR)
+        return float(np.var(rotated.sum(axis=1)))
+
+    coarse = np.arange(-max_angle, max_angle + 1e-6, 1.0)
+    best = max(coarse, key=score)
+    fine = np.arange(best - 1.0, best + 1.0 + 1e-6, step)
+    return float(max(fine, key=score))
+
+
+def rotate(gray: np.ndarray, angle: float) -> np.ndarray:
+    if abs(angle) < 1e-3:
+        return gray
+    h, w = gray.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    border = int(np.median(gray[[0, -1], :])) if gray.size else 255
+    return cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+
+
+def _components(mask: np.ndarray) -> np.ndarray:
+    """Connected-component stats rows: x, y, w, h, area (background removed)."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    return stats[1:n]
+
+
+def _split_tall(ink: np.ndarray, box: list[int], char_h: float) -> list[list[int]]:
+    """A smeared blob taller than ~2 text lines is split at the emptiest rows of its profile."""
+    x0, y0, x1, y1 = box
+    height = y1 - y0
+    if height < 2.2 * char_h:
+        return [box]
+    profile = ink[y0:y1, x0:x1].sum(axis=1).astype(np.float32)
+    profile = np.convolve(profile, np.ones(3) / 3, mode="same")
+    n_lines = max(2, int(round(height / (1.6 * char_h))))
+    cuts = []
+    for k in range(1, n_lines):
+        centre = int(k * height / n_lines)
+        lo, hi = max(1, centre - int(0.5 * char_h)), min(height - 1, centre + int(0.5 * char_h))
+        if hi > lo:
+            cuts.append(lo + int(np.argmin(profile[lo:hi])))
+    edges = [0] + sorted(set(cuts)) + [height]
+    out = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        rows = np.flatnonzero(ink[y0 + a:y0 + b, x0:x1].any(axis=1))
+        cols = np.flatnonzero(ink[y0 + a:y0 + b, x0:x1].any(axis=0))
+        if rows.size and (rows[-1] - rows[0]) >= 0.3 * char_h:
+            out.append([x0 + int(cols[0]), y0 + a + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + a + int(rows[-1]) + 1])
+    return out or [box]
+
+
+def find_lines(ink: np.ndarray) -> tuple[list[list[int]], float]:
+    """Line boxes from an ink mask (rules already removed) and the median character height."""
+    comps = _components(ink)
+    if len(comps) == 0:
+        return [], 0.0
+    heights = comps[:, 3]
+    areas = comps[:, 4]
+    real = comps[(areas >= 12) & (heights >= 5)]
+    if len(real) == 0:
+        return [], 0.0
+    char_h = float(np.median(real[:, 3]))
+    # keep only components that can be part of text: drop specks (noise) and page-sized blobs
+    keep = np.zeros_like(ink)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    good = (stats[:, 4] >= max(4, char_h * 0.15)) & (stats[:, 3] < 6 * char_h)
+    good[0] = False
+    keep = good[labels].astype(np.uint8)
+    # smear along the row: joins letters and words of one line, not fields a wide gap apart
+    kx = max(3, int(round(1.3 * char_h)))
+    ky = max(1, int(round(0.15 * char_h)))
+    smeared = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_RECT, (kx, ky)))
+    boxes = []
+    for x, y, w, h, _area in _components(smeared):
+        # tight bounds of the real ink inside the smeared blob
+        sub = keep[y:y + h, x:x + w]
+        rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))
+        if rows.size == 0:
+            continue
+        box = [x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1]
+        boxes.extend(_split_tall(keep, box, char_h))
+    boxes = _attach_small(boxes, char_h)
+    boxes = [b for b in boxes if (b[3] - b[1]) >= 0.45 * char_h and (b[2] - b[0]) >= 0.6 * char_h]
+    return boxes, char_h
+
+
+def _attach_small(boxes: list[list[int]], char_h: float) -> list[list[int]]:
+    """Dots, accents and commas that stayed apart join the line box they sit over or under."""
+    big = [b for b in boxes if (b[3] - b[1]) >= 0.6 * char_h]
+    small = [b for b in boxes if (b[3] - b[1]) < 0.6 * char_h]
+    for s in small:
+        best, best_gap = None, 0.9 * char_h
+        for b in big:
+            overlap = min(s[2], b[2]) - max(s[0], b[0])
+            if overlap <= 0:
+                continue
+            gap = max(b[1] - s[3], s[1] - b[3], 0)
+            if gap <= best_gap:
+                best, best_gap = b, gap
+        if best is not None:
+            best[0], best[1], best[2], best[3] = min(best[0], s[0]), min(best[1], s[1]), max(best[2], s[2]), max(best[3], s[3])
+        else:
+            big.append(s)
+    return big
+
+
+def reading_order(boxes: list[list[int]]) -> list[list[int]]:
+    """Top to bottom; boxes whose vertical centres are within half a line height form one row,
+    read left to right."""
+    if not boxes:
+        return []
+    ordered = sorted(boxes, key=lambda b: (b[1] + b[3]) / 2)
+    rows: list[list[list[int]]] = [[ordered[0]]]
+    for b in ordered[1:]:
+        row = rows[-1]
+        centre = (b[1] + b[3]) / 2
+        row_centre = np.mean([(r[1] + r[3]) / 2 for r in row])
+        row_h = np.mean([r[3] - r[1] for r in row])
+        if abs(centre - row_centre) < 0.5 * row_h:
+            row.append(b)
+        else:
+            rows.append([b])
+    return [b for row in rows for b in sorted(row, key=lambda r: r[0])]
+
+
+def segment_page(gray: np.ndarray, deskew: bool = True, pad: float = 0.15) -> Segmentation:
+    """Find the text lines of a gray page. ``pad`` widens each box by that fraction of the character
+    height (recognizers read better with a little paper around the ink)."""
+    h, w = gray.shape
+    scale = min(1.0, WORK_WIDTH / max(w, 1))
+    work = cv2.resize(gray, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    ink = remove_rules(binarize(work))
+    angle = estimate_skew(ink) if deskew else 0.0
+    if abs(angle) >= 0.2:
+        gray = rotate(gray, angle)
+        work = rotate(work, angle)
+        ink = remove_rules(binarize(work))
+    else:
+        angle = 0.0
+    boxes, char_h = find_lines(ink)
+    inv = 1.0 / scale
+    margin = pad * char_h
+    out = []
+    for x0, y0, x1, y1 in reading_order(boxes):
+        out.append([
+            max(0, int((x0 - margin) * inv)), max(0, int((y0 - margin) * inv)),
+            min(w, int(np.ceil((x1 + margin) * inv))), min(h, int(np.ceil((y1 + margin) * inv))),
+        ])
+    return Segmentation(page=gray, boxes=out, angle=angle, char_height=char_h * inv)
+
+
+def crop(gray: np.ndarray, box: list[int]) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return gray[y0:y1, x0:x1]
+
+
+def iou(a: list[int], b: list[int]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_boxes(truth: list[list[int]], found: list[list[int]], threshold: float = 0.5) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one matching by IoU: (truth index, found index, IoU) for pairs >= threshold."""
+    pairs = sorted(((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True)
+    used_t, used_f, out = set(), set(), []
+    for score, i, j in pairs:
+        if score < threshold:
+            break
+        if i in used_t or j in used_f:
+            continue
+        used_t.add(i)
+        used_f.add(j)
+        out.append((i, j, score))
+    return out
