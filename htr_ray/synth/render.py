@@ -31,13 +31,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class InkLayer:
-    """Ink coverage (float32, 0..1) with per-glyph boxes [x0, y0, x1, y1] in its coordinates."""
+    """Ink coverage (float32, 0..1) with, per glyph, the corners of its ink's convex hull (``points``, Kx2
+    x/y in layer coordinates) that every transform carries along: ``boxes`` are exact to about a pixel."""
 
     alpha: np.ndarray
-    boxes: list[list[float]] = field(default_factory=list)
+    points: list[np.ndarray] = field(default_factory=list)
     chars: list[str] = field(default_factory=list)
     baseline: float = 0.0
     x_height: float = 0.0
+    grow: float = 0.0  # stroke thickening applied after the points were taken
+
+    @property
+    def boxes(self) -> list[list[float]]:
+        g = self.grow
+        return [[float(p[:, 0].min() - g), float(p[:, 1].min() - g), float(p[:, 0].max() + g), float(p[:, 1].max() + g)]
+                for p in self.points]
 
 
 @dataclass
@@ -107,20 +115,21 @@ def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *,
     W = int(math.ceil(x1 - x0)) + 2 * margin + 1
     H = int(math.ceil(y1 - y0)) + 2 * margin + 1
     canvas = np.zeros((H, W), np.float32)
-    boxes, chars = [], []
+    points, chars = [], []
     for a, x, y, ch in placed:
         xi, yi = int(round(x - x0)) + margin, int(round(y - y0)) + margin
         h, w = a.shape
         region = canvas[yi:yi + h, xi:xi + w]
         np.maximum(region, a[: region.shape[0], : region.shape[1]].astype(np.float32) * (1 / 255.0), out=region)
         ys, xs = np.nonzero(a > 40)
-        if ys.size:
-            boxes.append([xi + xs.min(), yi + ys.min(), xi + xs.max() + 1, yi + ys.max() + 1])
-        else:
-            boxes.append([xi, yi, xi + w, yi + h])
+        if ys.size == 0:
+            ys, xs = np.nonzero(a)
+        hull = cv2.convexHull(np.column_stack([xs, ys]).astype(np.int32)).reshape(-1, 2).astype(np.float32)
+        corners = np.concatenate([hull, hull + (1, 0), hull + (0, 1), hull + (1, 1)]) + (xi, yi)
+        points.append(corners)
         chars.append(ch)
     xh = fonts.glyph(face_path, size, "x")[0].shape[0] or size * 0.5
-    return InkLayer(canvas, [list(map(float, b)) for b in boxes], chars, baseline=-y0 + margin, x_height=float(xh))
+    return InkLayer(canvas, points, chars, baseline=-y0 + margin, x_height=float(xh))
 
 
 # ---------------------------------------------------------------------------------------- geometry
@@ -154,9 +163,9 @@ def affine(layer: InkLayer, shear: float, angle_deg: float, scale: float = 1.0, 
     m[0, 2] += margin - mnx
     m[1, 2] += margin - mny
     out = cv2.warpAffine(layer.alpha, m[:2], (W, H), flags=cv2.INTER_LINEAR, borderValue=0)
-    boxes = transform_boxes(layer.boxes, m)
+    points = [(p @ m[:2, :2].T.astype(np.float32)) + m[:2, 2].astype(np.float32) for p in layer.points]
     base = float((m @ np.array([0, layer.baseline, 1]))[1])
-    return InkLayer(out, boxes, layer.chars, baseline=base, x_height=layer.x_height * scale)
+    return InkLayer(out, points, layer.chars, baseline=base, x_height=layer.x_height * scale, grow=layer.grow * scale)
 
 
 def elastic(layer: InkLayer, rng: np.random.Generator, amplitude: float, cell: float) -> InkLayer:
@@ -172,8 +181,13 @@ def elastic(layer: InkLayer, rng: np.random.Generator, amplitude: float, cell: f
     np.clip(dy, -amplitude, amplitude, out=dy)
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     out = cv2.remap(a, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    boxes = [[b[0] + pad, b[1] + pad, b[2] + pad, b[3] + pad] for b in layer.boxes]
-    return InkLayer(out, boxes, layer.chars, baseline=layer.baseline + pad, x_height=layer.x_height)
+    points = []
+    for p in layer.points:  # remap pulls dst(x) from src(x + d(x)): a source point moves by about -d
+        q = p + pad
+        xi = np.clip(np.round(q[:, 0]).astype(np.int64), 0, w - 1)
+        yi = np.clip(np.round(q[:, 1]).astype(np.int64), 0, h - 1)
+        points.append(np.column_stack([q[:, 0] - dx[yi, xi], q[:, 1] - dy[yi, xi]]))
+    return InkLayer(out, points, layer.chars, baseline=layer.baseline + pad, x_height=layer.x_height, grow=layer.grow)
 
 
 def stroke_width(alpha: np.ndarray, rng: np.random.Generator, x_height: float) -> np.ndarray:
@@ -197,14 +211,15 @@ def crop_ink(layer: InkLayer, margin_x: int, margin_y: int, threshold: float = 0
     if rows.size == 0:
         return layer
     y0, y1, x0, x1 = rows[0] - margin_y, rows[-1] + 1 + margin_y, cols[0] - margin_x, cols[-1] + 1 + margin_x
+    oy, ox = y0, x0  # crop origin in the layer's coordinates (before any padding)
     top, left = max(0, -y0), max(0, -x0)
     bottom, right = max(0, y1 - a.shape[0]), max(0, x1 - a.shape[1])
     if top or left or bottom or right:
         a = cv2.copyMakeBorder(a, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
         y0, y1, x0, x1 = y0 + top, y1 + top, x0 + left, x1 + left
     out = np.ascontiguousarray(a[y0:y1, x0:x1])
-    boxes = [[b[0] - x0, b[1] - y0, b[2] - x0, b[3] - y0] for b in layer.boxes]
-    return InkLayer(out, boxes, layer.chars, baseline=layer.baseline - y0, x_height=layer.x_height)
+    points = [p - (ox, oy) for p in layer.points]
+    return InkLayer(out, points, layer.chars, baseline=layer.baseline - oy, x_height=layer.x_height, grow=layer.grow)
 
 
 # ------------------------------------------------------------------------------------ paper + scan
@@ -319,7 +334,10 @@ def render_ink(text: str, face: fonts.FontFace, rng: np.random.Generator, style:
     layer = affine(layer, style.shear, style.angle)
     if style.elastic_amp > 0.3:
         layer = elastic(layer, rng, style.elastic_amp, style.elastic_cell)
-    layer.alpha = stroke_width(layer.alpha, rng, layer.x_height)
+    thick = stroke_width(layer.alpha, rng, layer.x_height)
+    if thick.sum() > layer.alpha.sum():
+        layer.grow += 1.5
+    layer.alpha = thick
     return crop_ink(layer, style.margin_x, style.margin_y)
 
 
