@@ -110,45 +110,79 @@ def _split_tall(ink: np.ndarray, box: list[int], char_h: float) -> list[list[int
     return out or [box]
 
 
+def _group(boxes: np.ndarray, gap_factor: float = 1.2, overlap: float = 0.5, similar_ratio: float = 0.6) -> list[list[int]]:
+    """Group ink components into lines: two components belong together when they share most of the
+    smaller one's vertical extent and the horizontal gap between them is under ``gap_factor`` times the
+    taller one's height. Relative to each pair's own size, so large and small writing on one page
+    both group right (a global smear width fails on one or the other)."""
+    n = len(boxes)
+    x0, y0, x1, y1 = (boxes[:, k].astype(np.float32) for k in range(4))
+    h = y1 - y0
+    ov = np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :])
+    gap = np.maximum(np.maximum(x0[None, :] - x1[:, None], x0[:, None] - x1[None, :]), 0)
+    hmin, hmax = np.minimum(h[:, None], h[None, :]), np.maximum(h[:, None], h[None, :])
+    cy = (y0 + y1) / 2
+    # the centre of the smaller one, as a fraction of the taller one's band (0 = top, 1 = bottom)
+    taller_is_i = h[:, None] >= h[None, :]
+    small_c = np.where(taller_is_i, cy[None, :], cy[:, None])
+    big_top = np.where(taller_is_i, y0[:, None], y0[None, :])
+    rel = (small_c - big_top) / np.maximum(hmax, 1)
+    similar = hmin >= similar_ratio * hmax
+    # a much smaller mark ('=', '+', '-') joins only from the middle of the taller one's band; printed
+    # labels beside handwriting sit at its baseline and stay apart
+    inside = (ov >= 0.9 * hmin) & (rel > 0.25) & (rel < 0.72)
+    near = (ov >= overlap * hmin) & (similar | inside) & (gap <= gap_factor * hmax)
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for i, j in zip(*np.nonzero(np.triu(near, 1))):
+        ri, rj = find(int(i)), find(int(j))
+        if ri != rj:
+            parent[ri] = rj
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return [[int(x0[g].min()), int(y0[g].min()), int(x1[g].max()), int(y1[g].max())] for g in groups.values()]
+
+
 def find_lines(ink: np.ndarray) -> tuple[list[list[int]], float]:
-    """Line boxes from an ink mask (rules already removed) and the median character height."""
+    """Line boxes from an ink mask (rules already removed) and the median line height."""
     comps = _components(ink)
     if len(comps) == 0:
         return [], 0.0
-    heights = comps[:, 3]
-    areas = comps[:, 4]
-    real = comps[(areas >= 12) & (heights >= 5)]
-    if len(real) == 0:
+    # drop specks (scan noise) and page-sized blobs (logos, stamps, photos)
+    keep = comps[(comps[:, 4] >= 10) & (comps[:, 3] >= 3) & (comps[:, 3] < ink.shape[0] // 4)]
+    if len(keep) == 0:
         return [], 0.0
-    char_h = float(np.median(real[:, 3]))
-    # keep only components that can be part of text: drop specks (noise) and page-sized blobs
-    keep = np.zeros_like(ink)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
-    good = (stats[:, 4] >= max(4, char_h * 0.15)) & (stats[:, 3] < 6 * char_h)
-    good[0] = False
-    keep = good[labels].astype(np.uint8)
-    # smear along the row: joins letters and words of one line, not fields a wide gap apart
-    kx = max(3, int(round(1.3 * char_h)))
-    ky = max(1, int(round(0.15 * char_h)))
-    smeared = cv2.dilate(keep, cv2.getStructuringElement(cv2.MORPH_RECT, (kx, ky)))
-    boxes = []
-    for x, y, w, h, _area in _components(smeared):
-        # tight bounds of the real ink inside the smeared blob
-        sub = keep[y:y + h, x:x + w]
-        rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))
-        if rows.size == 0:
-            continue
-        box = [x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1]
-        boxes.extend(_split_tall(keep, box, char_h))
-    boxes = _attach_small(boxes, char_h)
-    boxes = [b for b in boxes if (b[3] - b[1]) >= 0.45 * char_h and (b[2] - b[0]) >= 0.6 * char_h]
-    return boxes, char_h
+    boxes = np.stack([keep[:, 0], keep[:, 1], keep[:, 0] + keep[:, 2], keep[:, 1] + keep[:, 3]], axis=1)
+    # dots, accents and specks overlap no line vertically, so they stay alone in the grouping and are
+    # attached to the line under or over them afterwards; '-', '=', '+' sit inside a line's band and join it
+    groups = _group(boxes)
+    # second pass on the groups: words of one line (x-height words beside words with ascenders) join
+    # when they share a band; a printed label half the height of the writing beside it does not
+    if len(groups) > 1:
+        groups = _group(np.array(groups), gap_factor=1.3, overlap=0.6, similar_ratio=0.62)
+    tall = float(np.median(boxes[:, 3] - boxes[:, 1]))
+    lines = [g for g in groups if (g[3] - g[1]) >= 0.45 * tall]
+    small = [g for g in groups if (g[3] - g[1]) < 0.45 * tall]
+    line_h = float(np.median([b[3] - b[1] for b in lines])) if lines else float(tall)
+    split = []
+    for b in lines:
+        split.extend(_split_tall(ink, b, line_h / 1.2) if (b[3] - b[1]) > 2.4 * line_h else [b])
+    out = _attach_small(split + small, line_h)
+    out = [b for b in out if (b[3] - b[1]) >= 0.3 * line_h and (b[2] - b[0]) >= 0.3 * line_h]
+    return out, line_h
 
 
 def _attach_small(boxes: list[list[int]], char_h: float) -> list[list[int]]:
     """Dots, accents and commas that stayed apart join the line box they sit over or under."""
-    big = [b for b in boxes if (b[3] - b[1]) >= 0.6 * char_h]
-    small = [b for b in boxes if (b[3] - b[1]) < 0.6 * char_h]
+    big = [b for b in boxes if (b[3] - b[1]) >= 0.45 * char_h]
+    small = [b for b in boxes if (b[3] - b[1]) < 0.45 * char_h]
     for s in small:
         best, best_gap = None, 0.9 * char_h
         for b in big:
