@@ -166,7 +166,7 @@ def find_lines(ink: np.ndarray) -> tuple[list[list[int]], float]:
     # second pass on the groups: words of one line (x-height words beside words with ascenders) join
     # when they share a band; a printed label half the height of the writing beside it does not
     if len(groups) > 1:
-        groups = _group(np.array(groups), gap_factor=1.3, overlap=0.6, similar_ratio=0.62)
+        groups = _group(np.array(groups), gap_factor=1.6, overlap=0.6, similar_ratio=0.62)
     tall = float(np.median(boxes[:, 3] - boxes[:, 1]))
     lines = [g for g in groups if (g[3] - g[1]) >= 0.45 * tall]
     small = [g for g in groups if (g[3] - g[1]) < 0.45 * tall]
