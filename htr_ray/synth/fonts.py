@@ -179,6 +179,21 @@ def glyph(path: str, size: int, ch: str) -> tuple[np.ndarray, int, int, float]:
     return a, ox, oy, float(font.getlength(ch))
 
 
+@functools.lru_cache(maxsize=32768)
+def glyph_hull(path: str, size: int, ch: str) -> np.ndarray:
+    """Pixel corners of the convex hull of a glyph's ink (float32 Kx2, x/y in the glyph bitmap)."""
+    import cv2
+
+    a = glyph(path, size, ch)[0]
+    ys, xs = np.nonzero(a > 40)
+    if ys.size == 0:
+        ys, xs = np.nonzero(a)
+    if ys.size == 0:
+        return np.zeros((0, 2), np.float32)
+    hull = cv2.convexHull(np.column_stack([xs, ys]).astype(np.int32)).reshape(-1, 2).astype(np.float32)
+    return np.concatenate([hull, hull + (1, 0), hull + (0, 1), hull + (1, 1)]).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=64)
 def _missing_mask(path: str) -> bytes:
     font = load(path, 32)
@@ -195,6 +210,21 @@ def _covers(path: str, ch: str) -> bool:
     if not data or max(data) == 0:
         return False  # draws nothing: missing (or a blank "missing" glyph)
     return data != _missing_mask(path)
+
+
+COMMON_CHARS = "".join(chr(c) for c in range(0x20, 0x7F)) + "€£¥°×÷±½¼¾§©®µ·–—‘’“”…àáâäçèéêëíîïñóôöúûüßÀÉÖÜ"
+
+
+@functools.lru_cache(maxsize=256)
+def _common_coverage(path: str) -> frozenset[str]:
+    return frozenset(coverage(path, COMMON_CHARS))
+
+
+def covers_all(path: str, chars: Iterable[str]) -> bool:
+    """Whether the font draws every character (fast for common Latin text: one cached set per font)."""
+    common = _common_coverage(path)
+    rest = [c for c in chars if c not in common]
+    return all(_covers(path, c) for c in rest)
 
 
 def coverage(path: str, chars: Iterable[str]) -> set[str]:

@@ -43,6 +43,7 @@ class InkLayer:
 
     @property
     def boxes(self) -> list[list[float]]:
+        """Per-glyph [x0, y0, x1, y1] (computed on demand: rendering itself never needs them)."""
         g = self.grow
         return [[float(p[:, 0].min() - g), float(p[:, 1].min() - g), float(p[:, 0].max() + g), float(p[:, 1].max() + g)]
                 for p in self.points]
@@ -62,12 +63,20 @@ class LineSample:
 # --------------------------------------------------------------------------------------- ink layer
 
 
-def _rot(a: np.ndarray, deg: float, scale: float) -> tuple[np.ndarray, float, float]:
+def _map_points(points: list[np.ndarray], fn) -> list[np.ndarray]:
+    """Apply ``fn`` (Nx2 -> Nx2) to all glyphs' points at once (one numpy call instead of one per glyph)."""
+    if not points:
+        return []
+    allp = fn(np.concatenate(points))
+    return np.split(allp, np.cumsum([len(p) for p in points])[:-1])
+
+
+def _rot(a: np.ndarray, deg: float, scale: float, pts: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
     """Rotate/scale a glyph bitmap about its centre into a canvas big enough to hold it; returns the
-    new bitmap and the shift of its top-left corner."""
+    new bitmap, the shift of its top-left corner and ``pts`` mapped the same way."""
     h, w = a.shape
     if abs(deg) < 0.5 and abs(scale - 1) < 0.02:
-        return a, 0.0, 0.0
+        return a, 0.0, 0.0, pts
     rad = math.radians(deg)
     c, s = abs(math.cos(rad)) * scale, abs(math.sin(rad)) * scale
     nw, nh = int(math.ceil(w * c + h * s)) + 2, int(math.ceil(w * s + h * c)) + 2
@@ -75,7 +84,8 @@ def _rot(a: np.ndarray, deg: float, scale: float) -> tuple[np.ndarray, float, fl
     m[0, 2] += nw / 2 - w / 2
     m[1, 2] += nh / 2 - h / 2
     out = cv2.warpAffine(a, m, (nw, nh), flags=cv2.INTER_LINEAR, borderValue=0)
-    return out, w / 2 - nw / 2, h / 2 - nh / 2
+    m32 = m.astype(np.float32)
+    return out, w / 2 - nw / 2, h / 2 - nh / 2, pts @ m32[:, :2].T + m32[:, 2]
 
 
 def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *, jitter: float = 1.0,
@@ -88,24 +98,26 @@ def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *,
     drift_phase = rng.uniform(0, 2 * math.pi)
     spacing = rng.uniform(0.92, 1.12)  # this writer's letter spacing
     word_gap = rng.uniform(0.7, 1.6)
-    placed: list[tuple[np.ndarray, float, float, str]] = []
-    for ch in text:
+    placed: list[tuple[np.ndarray, float, float, str, np.ndarray]] = []
+    # all per-glyph random draws at once (scalar Generator calls dominate otherwise)
+    noise = rng.standard_normal((len(text), 4)).tolist()
+    gaps = rng.uniform(0.8, 1.25, len(text)).tolist()
+    two_pi_over = 2 * math.pi / drift_period
+    for k, ch in enumerate(text):
         if ch.isspace():
-            pen_x += sp_w * word_gap * rng.uniform(0.8, 1.25)
+            pen_x += sp_w * word_gap * gaps[k]
             continue
-        gscale = min(1.15, max(0.85, 1 + rng.normal(0, 0.045 * jitter)))
+        n_scale, n_rot, n_dy, n_adv = noise[k]
+        gscale = min(1.15, max(0.85, 1 + n_scale * 0.045 * jitter))
         a, ox, oy, adv = fonts.glyph(face_path, size, ch)
         if a.size == 0:
             pen_x += adv * spacing
             continue
-        deg = float(rng.normal(0, 3.0 * jitter))
-        a2, sx, sy = _rot(a, deg, gscale)
+        a2, sx, sy, pts = _rot(a, n_rot * 3.0 * jitter, gscale, fonts.glyph_hull(face_path, size, ch))
         adv *= gscale  # scaled about the glyph's centre: a bigger letter also dips a little
-        base_dy = drift_amp * math.sin(pen_x / drift_period * 2 * math.pi + drift_phase) + rng.normal(0, 0.025 * size * jitter)
-        x = pen_x + ox + sx
-        y = oy + sy + base_dy
-        placed.append((a2, x, y, ch))
-        pen_x += adv * spacing + rng.normal(0, 0.03 * size * jitter)
+        base_dy = drift_amp * math.sin(pen_x * two_pi_over + drift_phase) + n_dy * 0.025 * size * jitter
+        placed.append((a2, pen_x + ox + sx, oy + sy + base_dy, ch, pts))
+        pen_x += adv * spacing + n_adv * 0.03 * size * jitter
     if not placed:
         raise ValueError(f"nothing to draw for text {text!r}")
     x0 = min(p[1] for p in placed)
@@ -116,17 +128,12 @@ def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *,
     H = int(math.ceil(y1 - y0)) + 2 * margin + 1
     canvas = np.zeros((H, W), np.float32)
     points, chars = [], []
-    for a, x, y, ch in placed:
+    for a, x, y, ch, pts in placed:
         xi, yi = int(round(x - x0)) + margin, int(round(y - y0)) + margin
         h, w = a.shape
         region = canvas[yi:yi + h, xi:xi + w]
         np.maximum(region, a[: region.shape[0], : region.shape[1]].astype(np.float32) * (1 / 255.0), out=region)
-        ys, xs = np.nonzero(a > 40)
-        if ys.size == 0:
-            ys, xs = np.nonzero(a)
-        hull = cv2.convexHull(np.column_stack([xs, ys]).astype(np.int32)).reshape(-1, 2).astype(np.float32)
-        corners = np.concatenate([hull, hull + (1, 0), hull + (0, 1), hull + (1, 1)]) + (xi, yi)
-        points.append(corners)
+        points.append(pts + np.float32((xi, yi)))
         chars.append(ch)
     xh = fonts.glyph(face_path, size, "x")[0].shape[0] or size * 0.5
     return InkLayer(canvas, points, chars, baseline=-y0 + margin, x_height=float(xh))
@@ -163,7 +170,8 @@ def affine(layer: InkLayer, shear: float, angle_deg: float, scale: float = 1.0, 
     m[0, 2] += margin - mnx
     m[1, 2] += margin - mny
     out = cv2.warpAffine(layer.alpha, m[:2], (W, H), flags=cv2.INTER_LINEAR, borderValue=0)
-    points = [(p @ m[:2, :2].T.astype(np.float32)) + m[:2, 2].astype(np.float32) for p in layer.points]
+    m32 = m[:2].astype(np.float32)
+    points = _map_points(layer.points, lambda p: p @ m32[:, :2].T + m32[:, 2])
     base = float((m @ np.array([0, layer.baseline, 1]))[1])
     return InkLayer(out, points, layer.chars, baseline=base, x_height=layer.x_height * scale, grow=layer.grow * scale)
 
@@ -179,14 +187,17 @@ def elastic(layer: InkLayer, rng: np.random.Generator, amplitude: float, cell: f
     dy = cv2.resize(rng.uniform(-1, 1, (gh, gw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC) * amplitude
     np.clip(dx, -amplitude, amplitude, out=dx)
     np.clip(dy, -amplitude, amplitude, out=dy)
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    out = cv2.remap(a, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    mx = dx + np.arange(w, dtype=np.float32)[None, :]
+    my = dy + np.arange(h, dtype=np.float32)[:, None]
+    out = cv2.remap(a, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     points = []
-    for p in layer.points:  # remap pulls dst(x) from src(x + d(x)): a source point moves by about -d
-        q = p + pad
-        xi = np.clip(np.round(q[:, 0]).astype(np.int64), 0, w - 1)
-        yi = np.clip(np.round(q[:, 1]).astype(np.int64), 0, h - 1)
-        points.append(np.column_stack([q[:, 0] - dx[yi, xi], q[:, 1] - dy[yi, xi]]))
+    if layer.points:  # remap pulls dst(x) from src(x + d(x)): a source point moves by about -d
+        q = np.concatenate(layer.points) + np.float32(pad)
+        xi = np.clip(np.rint(q[:, 0]).astype(np.int64), 0, w - 1)
+        yi = np.clip(np.rint(q[:, 1]).astype(np.int64), 0, h - 1)
+        q[:, 0] -= dx[yi, xi]
+        q[:, 1] -= dy[yi, xi]
+        points = np.split(q, np.cumsum([len(p) for p in layer.points])[:-1])
     return InkLayer(out, points, layer.chars, baseline=layer.baseline + pad, x_height=layer.x_height, grow=layer.grow)
 
 
@@ -218,7 +229,8 @@ def crop_ink(layer: InkLayer, margin_x: int, margin_y: int, threshold: float = 0
         a = cv2.copyMakeBorder(a, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
         y0, y1, x0, x1 = y0 + top, y1 + top, x0 + left, x1 + left
     out = np.ascontiguousarray(a[y0:y1, x0:x1])
-    points = [p - (ox, oy) for p in layer.points]
+    shift = np.float32((ox, oy))
+    points = _map_points(layer.points, lambda p: p - shift)
     return InkLayer(out, points, layer.chars, baseline=layer.baseline - oy, x_height=layer.x_height, grow=layer.grow)
 
 
@@ -414,7 +426,8 @@ class LineGenerator:
         else:
             for _ in range(20):
                 text = texts.line_text(domain, rng)
-                faces = [f for f in self.latin if set(text.replace(" ", "")) <= fonts.coverage(f.path, set(text.replace(" ", "")))]
+                need = set(text.replace(" ", ""))
+                faces = [f for f in self.latin if fonts.covers_all(f.path, need)]
                 if faces:
                     break
             else:
