@@ -119,3 +119,27 @@ def list_scans(prefix: str) -> tuple[list[str], list[str]]:
     everything = storage.list_uris(prefix)
     scans = [u for u in everything if u.lower().endswith(SCAN_SUFFIXES)]
     return scans, [u for u in everything if not u.lower().endswith(SCAN_SUFFIXES)]
+
+
+def score_page(truth: Sequence[dict], found: Sequence[dict], iou_threshold: float = 0.3) -> dict:
+    """Character errors of a transcribed page against its handwritten ground truth lines.
+
+    Lines are paired one to one by box overlap (IoU >= ``iou_threshold``; a found line often also
+    holds a printed label beside the handwriting, hence the low threshold). A truth line with no
+    partner counts all its characters as deleted. Found lines with no partner (printed form text,
+    stray marks) are counted as ``extra`` but not charged: the ground truth covers handwriting only.
+    """
+    from .metrics import char_errors
+
+    pairs = segment.match_boxes([t["bbox"] for t in truth], [f["bbox"] for f in found], threshold=iou_threshold)
+    errors = chars = 0
+    matched = set()
+    for ti, fi, _ in pairs:
+        e, n = char_errors(truth[ti]["text"], found[fi]["text"])
+        errors, chars = errors + e, chars + n
+        matched.add(ti)
+    missed = [t for i, t in enumerate(truth) if i not in matched]
+    for t in missed:
+        errors, chars = errors + len(t["text"]), chars + len(t["text"])
+    return {"errors": errors, "chars": chars, "lines": len(truth), "matched": len(pairs), "missed": len(missed),
+            "extra": len(found) - len(pairs)}

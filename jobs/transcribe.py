@@ -34,6 +34,8 @@ class TranscribeConfig:
     decoder: str = config.field("greedy", help="CTC decoder: greedy or beam")
     lexicon: str = config.field(None, help="word list URI for beam search (e.g. drug names)")
     lm: str = config.field(None, help="character n-gram LM (JSON) URI for beam search")
+    flush_pages: int = config.field(200, help="commit a result part after this many pages (a killed run redoes at most this many)")
+    flush_seconds: float = config.field(20.0, help="... or after this many seconds")
     max_pixels: int = config.field(100_000_000, help="refuse images with more pixels than this (decompression bombs)")
     address: str = config.field(None, help="Ray address (default: the cluster this job runs on, or a new local one)")
 
