@@ -63,7 +63,7 @@ class _Page:
         self.serif = [f.path for f in pf if "Serif" in f.path] or self.sans
         self.print_shade = int(rng.integers(0, 90))
         # one writer per page: size, slant and jitter shared by every line
-        self.size = 3 * int(rng.integers(12, 17))
+        self.size = 3 * int(rng.integers(15, 21))  # 45-60 px fonts: x-height about 2.5-3.5 mm at 150 dpi
         self.style = render.Style.sample(rng, clean_fraction=0.0)
         self.style.size = self.size
         self.style.margin_x = self.style.margin_y = 0
@@ -178,6 +178,7 @@ def _cheque(p: _Page) -> None:
     rng, d = p.rng, p.draw
     f = texts.cheque_fields(rng)
     W, H = p.w, p.h
+    p.size = 3 * int(p.size * 1.2 / 3)  # a cheque is written larger relative to its fields
     # security background and border
     light = int(rng.integers(215, 240))
     for k in range(-H, W, int(rng.integers(14, 30))):

@@ -88,9 +88,10 @@ def pages_sheet(items: Sequence[tuple[np.ndarray, list[dict], str]], columns: in
     return _png(sheet)
 
 
-def _png(im: Image.Image) -> bytes:
+def _png(im: Image.Image, colors: int = 64) -> bytes:
+    """PNG with a small palette: gray scans, red boxes and blue captions need few colours (3-4x smaller)."""
     buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
+    im.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
 
 
