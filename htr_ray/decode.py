@@ -197,16 +197,6 @@ class Lexicon:
 # ------------------------------------------------------------------------------- beam search
 
 
-@dataclass
-class _State:
-    """What a prefix carries beyond its CTC probability (depends on the text only)."""
-
-    text: str
-    extra: float  # LM + bonus + lexicon terms so far
-    node: dict | None  # lexicon trie node of the current word (None: outside the lexicon)
-    in_word: bool  # the last character is a word character
-
-
 def _lse(a: float, b: float) -> float:
     if a == NEG_INF:
         return b
@@ -221,13 +211,39 @@ def _lse(a: float, b: float) -> float:
 class BeamConfig:
     beam_width: int = 16
     top_k: int = 8  # at most this many non-blank classes tried per frame
-    min_prob: float = 1e-4  # ... and only those at least this probable
+    min_prob: float = 1e-3  # ... and only those at least this probable
+    prune: float = 12.0  # an extension this far (log) below the frame's best prefix is not tried
+    histogram_prune: bool = True  # ... nor one scoring below the weakest prefix kept at the last frame
     blank_skip: float = 0.999  # frames where the blank is this sure only extend existing prefixes
     lm_weight: float = 0.5
     char_bonus: float = 0.0  # added per emitted character (balances the LM's preference for short text)
-    oov_penalty: float = 6.0  # subtracted once per word that is not in the lexicon
+    oov_penalty: float = 4.0  # subtracted once per word that is not in the lexicon
     lexicon_mode: str = "favour"  # or "constrain"
     nbest: int = 5  # candidates kept in Decoded.candidates
+
+
+class _Prefixes:
+    """Prefix tree of the search: prefix = int id; per id the parent, last class, text, the score terms
+    that depend on the text only (LM + bonus + lexicon: ``extra``), the LM context and lexicon node."""
+
+    __slots__ = ("parent", "last", "text", "extra", "ctx", "node", "in_word", "children")
+
+    def __init__(self, root_node):
+        self.parent = [-1]
+        self.last = [0]
+        self.text = [""]
+        self.extra = [0.0]
+        self.ctx = [""]
+        self.node = [root_node]
+        self.in_word = [False]
+        self.children: dict[int, int] = {}
+
+    def labels(self, pid: int) -> list[int]:
+        out = []
+        while pid > 0:
+            out.append(self.last[pid])
+            pid = self.parent[pid]
+        return out[::-1]
 
 
 def beam_search(
@@ -242,9 +258,9 @@ def beam_search(
     """CTC prefix beam search over (T, C) log-probabilities.
 
     ``lexicon``: a :class:`Lexicon` (or any iterable of words) to favour (default) or constrain to;
-    ``lm``: an :class:`htr_ray.lm.CharNgramLM` (anything with ``logprob(history, ch)`` and
-    ``end_logprob(history)``). Other settings come from ``config`` / keyword overrides (see
-    :class:`BeamConfig`). Without lexicon and LM the result is the most probable labelling found.
+    ``lm``: an :class:`htr_ray.lm.CharNgramLM` (anything with ``context_logprob(ctx, ch)``,
+    ``next_context(ctx, ch)`` and ``order``). Other settings come from ``config`` / keyword overrides
+    (see :class:`BeamConfig`). Without lexicon and LM the result is the most probable labelling found.
     """
     cfg = config or BeamConfig()
     if overrides or beam_width != cfg.beam_width:
@@ -264,112 +280,127 @@ def beam_search(
     oov = NEG_INF if constrain else -cfg.oov_penalty
     log_min = math.log(cfg.min_prob)
     log_skip = math.log(cfg.blank_skip)
+    bonus = cfg.char_bonus
+    END = Lexicon.END
+    P = _Prefixes(lexicon.root if lexicon is not None else None)
+    if lm is not None:
+        P.ctx[0] = lm.start_context()
+    children = P.children
+    extra_of = P.extra
 
-    root_state = _State("", 0.0, lexicon.root if lexicon is not None else None, False)
-    states: dict[tuple, _State] = {(): root_state}
-
-    def extend(prefix: tuple, c: int) -> tuple | None:
-        new = prefix + (c,)
-        st = states.get(new)
-        if st is not None:
-            return new if st.extra > NEG_INF else None
-        parent = states[prefix]
+    def extend(pid: int, c: int) -> int:
+        """Child prefix id of ``pid`` + class ``c`` (created on first use); -1 when not allowed."""
+        key = pid * C + c
+        cid = children.get(key)
+        if cid is not None:
+            return cid if extra_of[cid] > NEG_INF else -1
         ch = charset[c - 1]
-        extra = parent.extra + cfg.char_bonus
+        extra = extra_of[pid] + bonus
+        ctx = ""
         if lm is not None:
-            extra += lm_w * lm.logprob(parent.text, ch)
+            pctx = P.ctx[pid]
+            extra += lm_w * lm.context_logprob(pctx, ch)
+            ctx = lm.next_context(pctx, ch)
         node, in_word = None, False
         if lexicon is not None:
+            pnode, p_in_word = P.node[pid], P.in_word[pid]
             if lexicon.is_word_char(ch):
                 in_word = True
-                if not parent.in_word:  # a new word starts at the root
+                if not p_in_word:  # a new word starts at the root
                     node = lexicon.step(lexicon.root, ch)
                     if node is None:
                         extra += oov
-                elif parent.node is not None:
-                    node = lexicon.step(parent.node, ch)
+                elif pnode is not None:
+                    node = lexicon.step(pnode, ch)
                     if node is None:
                         extra += oov
                 # else: already out of the lexicon, penalised once
-            elif parent.in_word and parent.node is not None and Lexicon.END not in parent.node:
+            elif p_in_word and pnode is not None and END not in pnode:
                 extra += oov  # the word ended as a proper prefix of lexicon words
-        st = _State(parent.text + ch, extra, node, in_word)
-        states[new] = st
-        return new if extra > NEG_INF else None
+        cid = len(P.parent)
+        P.parent.append(pid)
+        P.last.append(c)
+        P.text.append(P.text[pid] + ch)
+        extra_of.append(extra)
+        P.ctx.append(ctx)
+        P.node.append(node)
+        P.in_word.append(in_word)
+        children[key] = cid
+        return cid if extra > NEG_INF else -1
 
-    def final_extra(prefix: tuple) -> float:
-        st = states[prefix]
-        extra = st.extra
+    def final_extra(pid: int) -> float:
+        extra = extra_of[pid]
         if lm is not None:
-            extra += lm_w * lm.end_logprob(st.text)
-        if lexicon is not None and st.in_word and st.node is not None and Lexicon.END not in st.node:
+            extra += lm_w * lm.context_end_logprob(P.ctx[pid])
+        if lexicon is not None and P.in_word[pid] and P.node[pid] is not None and END not in P.node[pid]:
             extra += oov
         return extra
 
-    # beams: prefix -> [log P(ending in blank), log P(ending in non-blank)]
-    beams: dict[tuple, list[float]] = {(): [0.0, NEG_INF]}
-    # first frame from the empty prefix; then the loop
+    # beams: prefix id -> [log P(ending in blank), log P(ending in non-blank)]
+    beams: dict[int, list[float]] = {0: [0.0, NEG_INF]}
+    k = min(cfg.top_k, C - 1)
+    last_of = P.last
     for t in range(T):
         row = lp[t]
         blank = float(row[0])
-        if blank >= log_skip and t > 0:
+        if blank >= log_skip:
             # the blank is near certain: no new characters, only blank / repeat transitions
-            for prefix, (pb, pnb) in beams.items():
+            for pid, cell in beams.items():
+                pb, pnb = cell
                 total = _lse(pb, pnb)
-                new_pnb = pnb + float(row[prefix[-1]]) if prefix else NEG_INF
-                beams[prefix] = [total + blank, new_pnb]
+                cell[0] = total + blank
+                cell[1] = pnb + float(row[last_of[pid]]) if pid else NEG_INF
             continue
-        k = min(cfg.top_k, C - 1)
-        nonblank = row[1:]
-        cand = np.argpartition(-nonblank, k - 1)[:k] + 1 if k < C - 1 else np.arange(1, C)
-        cand = [int(c) for c in cand if row[c] >= log_min]
-        nxt: dict[tuple, list[float]] = {}
-        for prefix, (pb, pnb) in beams.items():
-            total = _lse(pb, pnb)
-            cell = nxt.get(prefix)
+        cand = np.argpartition(row[1:], C - 1 - k)[C - 1 - k:] + 1 if k < C - 1 else np.arange(1, C)
+        cand = [(int(c), float(row[c])) for c in cand if row[c] >= log_min]
+        totals = {pid: _lse(pb, pnb) for pid, (pb, pnb) in beams.items()}
+        scores = [totals[p] + extra_of[p] for p in totals]
+        cutoff = max(scores) - cfg.prune
+        if cfg.histogram_prune and len(scores) >= cfg.beam_width:
+            cutoff = max(cutoff, min(scores))  # an extension below every kept prefix rarely survives
+        nxt: dict[int, list[float]] = {}
+        for pid, (pb, pnb) in beams.items():
+            total = totals[pid]
+            cell = nxt.get(pid)
             if cell is None:
-                cell = nxt[prefix] = [NEG_INF, NEG_INF]
+                cell = nxt[pid] = [NEG_INF, NEG_INF]
             cell[0] = _lse(cell[0], total + blank)
-            last = prefix[-1] if prefix else 0
+            last = last_of[pid] if pid else 0
             if last:
                 cell[1] = _lse(cell[1], pnb + float(row[last]))
-            for c in cand:
-                new = extend(prefix, c)
-                if new is None:
+            base = total + extra_of[pid]
+            for c, p_c in cand:
+                if base + p_c < cutoff:
                     continue
-                p_c = float(row[c])
+                cid = extend(pid, c)
+                if cid < 0:
+                    continue
                 add = (pb if c == last else total) + p_c
-                ncell = nxt.get(new)
+                ncell = nxt.get(cid)
                 if ncell is None:
-                    nxt[new] = [NEG_INF, add]
+                    nxt[cid] = [NEG_INF, add]
                 else:
                     ncell[1] = _lse(ncell[1], add)
         if len(nxt) > cfg.beam_width:
-            ranked = sorted(nxt.items(), key=lambda kv: _lse(*kv[1]) + states[kv[0]].extra, reverse=True)
-            beams = dict(ranked[: cfg.beam_width])
+            scored = sorted(((_lse(v[0], v[1]) + extra_of[p], p) for p, v in nxt.items()), reverse=True)
+            beams = {p: nxt[p] for _, p in scored[: cfg.beam_width]}
         else:
             beams = nxt
-        if len(states) > 50 * cfg.beam_width * max(cfg.top_k, 1):
-            keep = set(beams)
-            for p in list(keep):
-                keep.update(p[:i] for i in range(len(p)))
-            states = {p: s for p, s in states.items() if p in keep}
 
     scored = []
-    for prefix, (pb, pnb) in beams.items():
-        score = _lse(pb, pnb) + final_extra(prefix)
+    for pid, (pb, pnb) in beams.items():
+        score = _lse(pb, pnb) + final_extra(pid)
         if score > NEG_INF:
-            scored.append((score, prefix))
+            scored.append((score, pid))
     if not scored:  # everything was constrained away: fall back to the plain best path
         out = greedy(lp, charset)
         out.candidates = [(out.text, NEG_INF)]
         return out
     scored.sort(key=lambda x: x[0], reverse=True)
     best = scored[0][1]
-    mean_lp, confs = align(lp, best)
-    text = states[best].text
-    return Decoded(text, line_confidence(mean_lp, confs), confs,
-                   [(states[p].text, float(s)) for s, p in scored[: cfg.nbest]])
+    mean_lp, confs = align(lp, P.labels(best))
+    return Decoded(P.text[best], line_confidence(mean_lp, confs), confs,
+                   [(P.text[p], float(s)) for s, p in scored[: cfg.nbest]])
 
 
 # ------------------------------------------------------------------------------ one front door

@@ -156,6 +156,28 @@ class CharNgramLM:
                 self._cache[key] = v
         return v
 
+    # context-based interface used by beam search (the context is carried with each prefix)
+    def start_context(self) -> str:
+        return BOS * (self.order - 1)
+
+    def next_context(self, ctx: str, ch: str) -> str:
+        if self.order == 1:
+            return ""
+        return (ctx + ch)[-(self.order - 1):]
+
+    def context_logprob(self, ctx: str, ch: str) -> float:
+        """ln P(ch | ctx) for a context made by :meth:`start_context` / :meth:`next_context`."""
+        key = (ctx, ch)
+        v = self._cache.get(key)
+        if v is None:
+            v = math.log(self._prob(ctx, ch))
+            if len(self._cache) < 2_000_000:
+                self._cache[key] = v
+        return v
+
+    def context_end_logprob(self, ctx: str) -> float:
+        return self.context_logprob(ctx, EOS)
+
     def end_logprob(self, history: str) -> float:
         return self.logprob(history, EOS)
 
