@@ -23,6 +23,7 @@ letters).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -161,6 +162,11 @@ class Lexicon:
 
     @classmethod
     def from_file(cls, uri: str, case_sensitive: bool = False) -> "Lexicon":
+        """A word-per-line file at any URI, or a built-in list: ``builtin:drugs`` (generic drug names),
+        ``builtin:prescription`` (drugs + dosage forms, routes, frequencies), ``builtin:cheque``
+        (amount words, months)."""
+        if uri.startswith("builtin:"):
+            return cls(builtin_words(uri.split(":", 1)[1]), case_sensitive=case_sensitive)
         from htr_ray import storage
 
         return cls(storage.read_text(uri).splitlines(), case_sensitive=case_sensitive)
@@ -192,6 +198,26 @@ class Lexicon:
         if best_d is None or (max_distance is not None and best_d > max_distance):
             return None, (best_d if best_d is not None else len(word))
         return best, int(best_d)
+
+
+def builtin_words(name: str) -> list[str]:
+    """Word lists that come with the project (see :meth:`Lexicon.from_file`)."""
+    from htr_ray.synth import texts
+
+    if name == "drugs":
+        return sorted(texts.DRUGS)
+    if name == "prescription":
+        words = set(texts.DRUGS) | set(texts.FORMS) | set(texts.ROUTES) | {w for f in texts.FREQS for w in f.split()}
+        words |= {"Sig", "Refills", "take", "days", "weeks", "wks", "d", "with", "food", "for", "pain", "as", "directed",
+                  "infection", "BP", "Dr", "none", "one", "two", "units", "mg", "mcg", "g", "IU", "cream", "ointment"}
+        # letters only: "q.d." or "q4-6h" must not make dots and digits word characters
+        return sorted({w for entry in words for w in re.findall(r"[A-Za-z]+", entry)})
+    if name == "cheque":
+        words = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+                 "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand "
+                 "million billion and dollars dollar cents only Pay Memo").split()
+        return sorted(set(words) | set(texts.MONTHS))
+    raise ValueError(f"unknown built-in lexicon {name!r} (drugs, prescription, cheque)")
 
 
 # ------------------------------------------------------------------------------- beam search

@@ -174,3 +174,14 @@ def test_make_decoder_and_batch(tmp_path):
     with pytest.raises(ValueError):
         beam_search(lp[:, :5], CHARSET)  # wrong number of classes
     assert BeamConfig().beam_width == 16
+
+
+def test_builtin_lexicons():
+    drugs = Lexicon.from_file("builtin:drugs")
+    assert "amoxicillin" in drugs and "Metformin" in drugs and len(drugs) > 50
+    rx = Lexicon.from_file("builtin:prescription")
+    assert "bid" in rx and "tablet" in rx and "lisinopril" in rx
+    assert not any(rx.is_word_char(ch) for ch in "0123456789.:-/")
+    assert "thirty" in Lexicon.from_file("builtin:cheque")
+    with pytest.raises(ValueError):
+        Lexicon.from_file("builtin:nothing")
