@@ -294,7 +294,10 @@ def entrypoint_commands() -> list[tuple[str, str]]:
     files = [*K8S.glob("*.md"), *CLUSTER.glob("*"), REPO / "docs" / "deploy.md"]
     for path in files:
         if path.is_file() and path.suffix in (".md", ".yaml", ".sh", "") and path.name != "Dockerfile":
-            for cmd in _commands_in_text(path.read_text()):
+            text = path.read_text()
+            if path.suffix == ".md":  # commands are in fenced blocks; prose only names the scripts
+                text = "\n".join(re.findall(r"^```[^\n]*\n(.*?)^```", text, re.M | re.S))
+            for cmd in _commands_in_text(text):
                 out.append((str(path.relative_to(REPO)), cmd))
     return out
 
