@@ -111,3 +111,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"the real data sets are expected at {SHARED_DATA} (set HTR_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def line_model() -> str:
+    """The shipped English line recognizer (the bulk job's and Serve's default; HTR_LINE_MODEL
+    points elsewhere)."""
+    from htr_ray import storage
+    from htr_ray.transcribe import DEFAULT_LINE_MODEL
+
+    assert storage.exists(storage.join(DEFAULT_LINE_MODEL, "model.json")), f"shipped line model missing at {DEFAULT_LINE_MODEL}"
+    return DEFAULT_LINE_MODEL

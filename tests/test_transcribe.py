@@ -37,14 +37,6 @@ def tiff(pages_: list[Image.Image]) -> bytes:
     return b.getvalue()
 
 
-@pytest.fixture(scope="session")
-def line_model() -> str:
-    """The shipped English line recognizer (the job's default)."""
-    model = transcribe.DEFAULT_LINE_MODEL
-    assert storage.exists(storage.join(model, "model.json")), f"shipped line model missing at {model}"
-    return model
-
-
 @pytest.fixture(scope="module")
 def generated_pages():
     gen = PageGenerator(seed=11, split="test")
