@@ -45,8 +45,9 @@ class InkLayer:
     def boxes(self) -> list[list[float]]:
         """Per-glyph [x0, y0, x1, y1] (computed on demand: rendering itself never needs them)."""
         g = self.grow
-        return [[float(p[:, 0].min() - g), float(p[:, 1].min() - g), float(p[:, 0].max() + g), float(p[:, 1].max() + g)]
-                for p in self.points]
+        h, w = self.alpha.shape
+        return [[max(0.0, float(p[:, 0].min() - g)), max(0.0, float(p[:, 1].min() - g)),
+                 min(float(w), float(p[:, 0].max() + g)), min(float(h), float(p[:, 1].max() + g))] for p in self.points]
 
 
 @dataclass
@@ -89,8 +90,9 @@ def _rot(a: np.ndarray, deg: float, scale: float, pts: np.ndarray) -> tuple[np.n
 
 
 def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *, jitter: float = 1.0,
-              margin: int = 4) -> InkLayer:
-    """Place each glyph with its own jitter; returns the ink layer (nothing clipped)."""
+              margin: int = 4, skeleton: bool = False) -> InkLayer:
+    """Place each glyph with its own jitter; returns the ink layer (nothing clipped). ``skeleton``: draw
+    the glyphs' centre lines (to be redrawn with a pen by :func:`pen_stroke`)."""
     sp_w = max(fonts.glyph(face_path, size, " ")[3], size * 0.28)  # some fonts have a hairline space
     pen_x = 0.0
     drift_amp = rng.uniform(0, 0.06) * size * jitter
@@ -110,6 +112,8 @@ def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *,
         n_scale, n_rot, n_dy, n_adv = noise[k]
         gscale = min(1.15, max(0.85, 1 + n_scale * 0.045 * jitter))
         a, ox, oy, adv = fonts.glyph(face_path, size, ch)
+        if skeleton and a.size:
+            a = fonts.glyph_skeleton(face_path, size, ch)
         if a.size == 0:
             pen_x += adv * spacing
             continue
@@ -199,6 +203,14 @@ def elastic(layer: InkLayer, rng: np.random.Generator, amplitude: float, cell: f
         q[:, 1] -= dy[yi, xi]
         points = np.split(q, np.cumsum([len(p) for p in layer.points])[:-1])
     return InkLayer(out, points, layer.chars, baseline=layer.baseline + pad, x_height=layer.x_height, grow=layer.grow)
+
+
+def pen_stroke(alpha: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Redraw a centre-line layer with a round pen of ``width`` px, anti-aliased like a drawn polyline."""
+    m = (alpha > 0.15).astype(np.uint8)
+    if width > 1:
+        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (width, width)))
+    return cv2.GaussianBlur(m.astype(np.float32), (0, 0), float(rng.uniform(0.45, 0.75)))
 
 
 def stroke_width(alpha: np.ndarray, rng: np.random.Generator, x_height: float) -> np.ndarray:
@@ -323,9 +335,11 @@ class Style:
     clean: bool
     margin_x: int
     margin_y: int
+    pen: int = 0  # 0: the font's filled outlines; >0: centre lines redrawn with a round pen this wide
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, clean_fraction: float = 0.3, cjk: bool = False) -> "Style":
+    def sample(cls, rng: np.random.Generator, clean_fraction: float = 0.3, cjk: bool = False,
+               pen_fraction: float = 0.45) -> "Style":
         size = 3 * int(rng.integers(13, 22)) if not cjk else 3 * int(rng.integers(11, 19))  # few sizes: glyph cache
         return cls(
             size=size,
@@ -337,19 +351,24 @@ class Style:
             clean=bool(rng.random() < clean_fraction),
             margin_x=int(rng.integers(2, 24)),
             margin_y=int(rng.integers(2, 16)),
+            pen=int(rng.choice([1, 2, 2, 3, 3, 4])) if rng.random() < pen_fraction else 0,
         )
 
 
 def render_ink(text: str, face: fonts.FontFace, rng: np.random.Generator, style: Style) -> InkLayer:
     """Text -> final ink layer (glyph jitter, slant, skew, elastic, stroke width, crop)."""
-    layer = ink_layer(text, face.path, style.size, rng, jitter=style.jitter)
+    layer = ink_layer(text, face.path, style.size, rng, jitter=style.jitter, skeleton=style.pen > 0)
     layer = affine(layer, style.shear, style.angle)
     if style.elastic_amp > 0.3:
         layer = elastic(layer, rng, style.elastic_amp, style.elastic_cell)
-    thick = stroke_width(layer.alpha, rng, layer.x_height)
-    if thick.sum() > layer.alpha.sum():
-        layer.grow += 1.5
-    layer.alpha = thick
+    if style.pen:
+        layer.alpha = pen_stroke(layer.alpha, style.pen, rng)
+        layer.grow += style.pen / 2 + 1
+    else:
+        thick = stroke_width(layer.alpha, rng, layer.x_height)
+        if thick.sum() > layer.alpha.sum():
+            layer.grow += 1.5
+        layer.alpha = thick
     return crop_ink(layer, style.margin_x, style.margin_y)
 
 
