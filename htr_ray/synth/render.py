@@ -158,10 +158,12 @@ def transform_boxes(boxes: Sequence[Sequence[float]], m: np.ndarray) -> list[lis
     return np.stack([tx.min(1), ty.min(1), tx.max(1), ty.max(1)], 1).tolist()
 
 
-def affine(layer: InkLayer, shear: float, angle_deg: float, scale: float = 1.0, margin: int = 3) -> InkLayer:
-    """Slant (x += shear * (baseline - y)), skew and scale; the output canvas holds every input pixel."""
+def affine(layer: InkLayer, shear: float, angle_deg: float, scale: float = 1.0, margin: int = 3,
+           xscale: float = 1.0) -> InkLayer:
+    """Slant (x += shear * (baseline - y)), skew, scale and horizontal stretch (narrow or wide writing);
+    the output canvas holds every input pixel."""
     h, w = layer.alpha.shape
-    sh = np.array([[1, -shear, shear * layer.baseline], [0, 1, 0], [0, 0, 1]], np.float64)
+    sh = np.array([[xscale, -shear, shear * layer.baseline], [0, 1, 0], [0, 0, 1]], np.float64)
     rad = math.radians(angle_deg)
     ca, sa = math.cos(rad) * scale, math.sin(rad) * scale
     rot = np.array([[ca, sa, 0], [-sa, ca, 0], [0, 0, 1]], np.float64)
@@ -336,6 +338,7 @@ class Style:
     margin_x: int
     margin_y: int
     pen: int = 0  # 0: the font's filled outlines; >0: centre lines redrawn with a round pen this wide
+    xscale: float = 1.0  # narrow (<1) or wide (>1) writing
 
     @classmethod
     def sample(cls, rng: np.random.Generator, clean_fraction: float = 0.3, cjk: bool = False,
@@ -352,13 +355,14 @@ class Style:
             margin_x=int(rng.integers(2, 24)),
             margin_y=int(rng.integers(2, 16)),
             pen=int(rng.choice([1, 2, 2, 3, 3, 4])) if rng.random() < pen_fraction else 0,
+            xscale=float(np.clip(rng.normal(1.0, 0.1), 0.75, 1.25)),
         )
 
 
 def render_ink(text: str, face: fonts.FontFace, rng: np.random.Generator, style: Style) -> InkLayer:
     """Text -> final ink layer (glyph jitter, slant, skew, elastic, stroke width, crop)."""
     layer = ink_layer(text, face.path, style.size, rng, jitter=style.jitter, skeleton=style.pen > 0)
-    layer = affine(layer, style.shear, style.angle)
+    layer = affine(layer, style.shear, style.angle, xscale=style.xscale)
     if style.elastic_amp > 0.3:
         layer = elastic(layer, rng, style.elastic_amp, style.elastic_cell)
     if style.pen:
