@@ -4,14 +4,18 @@ character n-gram language model, with per-character and per-line confidences for
 Convention shared by every line model: class 0 is the CTC blank, class k >= 1 is ``charset[k - 1]``.
 Inputs are per-frame log-probabilities (natural log, log-softmax output) of shape (T, C) for one line.
 
-Confidences (the same definition for every decoder, so thresholds carry over):
+Confidences (chosen by measuring calibration, see docs/decoding.md):
 
-- a character's confidence is the highest frame probability of that character among the frames the
-  best alignment assigns to it (for greedy the best path itself; for beam search a Viterbi forced
-  alignment of the chosen text);
-- the line's confidence is the probability of that alignment to the power 1/T (geometric mean per
-  frame) multiplied by the lowest character confidence: one doubtful character makes a doubtful line,
-  which is what a reviewer needs (see docs/decoding.md for the calibration this buys).
+- greedy: a character's confidence is the highest frame probability of that character among the
+  frames that produced it; the line's confidence is the mean of its characters' confidences (for an
+  empty line, the geometric mean of the best frame probabilities);
+- beam search: the final beams are an n-best list whose scores include the LM and lexicon terms; the
+  line's confidence is the posterior of the chosen text among them (softmax of the scores), and a
+  character's confidence is the posterior mass of the candidates that agree with that character
+  (edit alignment against the chosen text). So a character that the LM or lexicon corrected is
+  confident when the alternatives are clearly worse *after* the LM, which acoustic probabilities alone
+  would not say. ``Decoded.acoustic_confidences`` keeps the acoustic per-character confidences
+  (Viterbi alignment of the chosen text), for reference.
 
 Beam search scoring of a prefix = ln P_ctc(prefix) + lm_weight * ln P_lm(prefix) + char_bonus * len
 - oov_penalty * (number of words not in the lexicon). With ``lexicon_mode="constrain"`` a word that is
@@ -38,6 +42,7 @@ class Decoded:
     confidence: float  # line confidence in [0, 1]
     char_confidences: list[float] = field(default_factory=list)  # one per character of ``text``
     candidates: list[tuple[str, float]] = field(default_factory=list)  # beam search: n-best (text, score)
+    acoustic_confidences: list[float] | None = None  # beam search: per-character CTC confidences
 
 
 def _check(log_probs: np.ndarray) -> np.ndarray:
@@ -48,17 +53,48 @@ def _check(log_probs: np.ndarray) -> np.ndarray:
 
 
 def line_confidence(path_logprob_mean: float, char_confidences: Sequence[float]) -> float:
-    """The one definition of a line's confidence (see the module docstring)."""
+    """A line's confidence from its characters' (greedy and the fallbacks; see the module docstring)."""
+    if len(char_confidences):
+        return float(sum(char_confidences) / len(char_confidences))
     if not np.isfinite(path_logprob_mean):
         return 0.0
-    geo = math.exp(path_logprob_mean)
-    return float(geo * (min(char_confidences) if len(char_confidences) else 1.0))
+    return float(math.exp(path_logprob_mean))
+
+
+def _consensus(best: str, cands: Sequence[tuple[str, float]]) -> tuple[float, list[float]]:
+    """(posterior of ``best``, per-character agreement mass) over n-best (text, log-score) pairs."""
+    scores = np.array([s for _, s in cands], dtype=np.float64)
+    post = np.exp(scores - scores.max())
+    post /= post.sum()
+    conf = np.zeros(len(best))
+    p_best = 0.0
+    for (text, _), p in zip(cands, post):
+        if text == best:
+            conf += p
+            p_best += p
+            continue
+        if p < 1e-4:
+            continue
+        j = 0
+        for op, _, _ in _align_ops(best, text):
+            if op == "I":
+                continue
+            if op == "=":
+                conf[j] += p
+            j += 1
+    return float(p_best), [float(min(1.0, c)) for c in conf]
+
+
+def _align_ops(ref: str, hyp: str) -> list[tuple[str, str, str]]:
+    from htr_ray.metrics import align_chars
+
+    return align_chars(ref, hyp)
 
 
 def greedy(log_probs: np.ndarray, charset: str) -> Decoded:
     """Best path: the most likely class per frame, repeats merged, blanks removed. A character's
-    confidence is the highest probability among the frames that produced it; the line's confidence is
-    defined by :func:`line_confidence` from the best path."""
+    confidence is the highest probability among the frames that produced it; the line's is their mean
+    (:func:`line_confidence`)."""
     lp = _check(log_probs)
     if lp.shape[0] == 0:
         return Decoded("", 0.0, [])
@@ -424,9 +460,10 @@ def beam_search(
         return out
     scored.sort(key=lambda x: x[0], reverse=True)
     best = scored[0][1]
-    mean_lp, confs = align(lp, P.labels(best))
-    return Decoded(P.text[best], line_confidence(mean_lp, confs), confs,
-                   [(P.text[p], float(s)) for s, p in scored[: cfg.nbest]])
+    _, acoustic = align(lp, P.labels(best))
+    cands = [(P.text[p], float(s)) for s, p in scored]
+    line_conf, char_confs = _consensus(P.text[best], cands)
+    return Decoded(P.text[best], line_conf, char_confs, cands[: cfg.nbest], acoustic)
 
 
 # ------------------------------------------------------------------------------ one front door

@@ -46,9 +46,10 @@ def test_greedy_merges_repeats_and_removes_blanks():
     # char confidence = best frame probability of that character (renormalised by frames())
     probs = np.exp(lp)
     assert out.char_confidences == pytest.approx([probs[0, 1], probs[3, 1], probs[4, 2]], rel=1e-5)
-    # line confidence = geometric mean of best-path frame probabilities x the lowest char confidence
-    geo = math.exp(np.mean(lp.max(axis=1)))
-    assert out.confidence == pytest.approx(geo * min(out.char_confidences), rel=1e-5)
+    # line confidence = mean of the character confidences; an empty line: geometric mean of the frames
+    assert out.confidence == pytest.approx(np.mean(out.char_confidences), rel=1e-5)
+    empty = frames([{"_": 0.9}, {"_": 0.8}])
+    assert greedy(empty, CHARSET).confidence == pytest.approx(math.exp(np.mean(empty.max(axis=1))), rel=1e-5)
 
 
 def test_beam_without_lm_agrees_with_greedy_on_a_clean_line():
@@ -57,10 +58,16 @@ def test_beam_without_lm_agrees_with_greedy_on_a_clean_line():
     out = beam_search(lp, CHARSET, beam_width=8)
     assert out.text == "take two daily"
     assert out.candidates[0][0] == "take two daily"
-    # the beam's confidences use the same definition as greedy's when both read the same path
+    # the acoustic confidences of the chosen text are greedy's when both read the same path
     g = greedy(lp, CHARSET)
-    assert out.char_confidences == pytest.approx(g.char_confidences, rel=1e-4)
-    assert out.confidence == pytest.approx(g.confidence, rel=1e-4)
+    assert out.acoustic_confidences == pytest.approx(g.char_confidences, rel=1e-4)
+    # the beam's line confidence is the chosen text's posterior among all final beams (<= among the top 5);
+    # here every character could be dropped with odds 1:9, so the whole line is only ~60 % sure while
+    # each character is ~90 % sure
+    scores = np.array([s for _, s in out.candidates])
+    assert out.confidence <= float(np.exp(scores[0]) / np.exp(scores).sum()) + 1e-6
+    assert 0.5 < out.confidence < 0.7
+    assert all(0.85 < c <= 1.0 for c in out.char_confidences)
 
 
 def test_beam_sums_paths_where_greedy_does_not():
@@ -83,8 +90,10 @@ def test_lexicon_corrects_a_word_greedy_gets_wrong():
     out = beam_search(lp, CHARSET, lexicon=lex)
     assert out.text == "take amoxicillin daily"
     assert len(out.char_confidences) == len(out.text)
-    # the restored 'l' stood on a 0.4-blank frame: it is the least confident character
-    assert 0 < out.confidence < greedy(lp, CHARSET).confidence
+    # without a lexicon the beam is unsure between the two spellings: low posterior there
+    plain = beam_search(lp, CHARSET)
+    assert plain.confidence < 0.75  # (a missing character shows in the line, not in a character's confidence)
+    assert out.confidence > plain.confidence  # the lexicon settles it
 
 
 def test_lexicon_constrain_mode_and_free_digits():
