@@ -86,12 +86,21 @@ class Recognizer:
 
     @classmethod
     def from_uri(cls, uri: str, device: str = "cpu", decoder: str = "greedy", lexicon=None, lm=None,
+                 backend: str | None = None, quantize: str | None = None, threads: int | None = None,
                  **kwargs) -> "Recognizer":
         """Load a checkpoint directory (local path, ``file://`` or ``s3://``). ``lexicon``: list of words
-        or URI of a word-per-line file; ``lm``: :class:`htr_ray.lm.CharNgramLM` or URI of its JSON."""
-        from htr_ray import checkpoint
+        or URI of a word-per-line file; ``lm``: :class:`htr_ray.lm.CharNgramLM` or URI of its JSON.
 
-        model, meta = checkpoint.load(uri, device=device)
+        An exported directory (:mod:`htr_ray.export`: ONNX or TorchScript) is detected and run with its
+        own backend; ``backend="onnx"``/``"torchscript"`` runs a checkpoint that way (exported in memory),
+        ``quantize="int8"`` quantises dynamically, ``threads`` sets onnxruntime's intra-op threads.
+        Pre-processing, batching and decoding are the same for every backend."""
+        from htr_ray import checkpoint, export
+
+        if backend in (None, "torch") and quantize is None and not export.is_exported(uri):
+            model, meta = checkpoint.load(uri, device=device)
+        else:
+            model, meta = export.load(uri, backend=backend, quantize=quantize, threads=threads, device=device)
         return cls(model, meta, device=device, decoder=decoder, lexicon=lexicon, lm=lm, uri=uri, **kwargs)
 
     @property
@@ -101,7 +110,8 @@ class Recognizer:
     def describe(self) -> dict:
         return {"uri": self.uri, "architecture": self.meta.get("architecture"), "kind": self.kind,
                 "charset_size": len(self.charset), "decoder": self.decoder_kind,
-                "input": self.meta.get("input")}
+                "input": self.meta.get("input"), "backend": self.meta.get("backend", "torch"),
+                "quantize": self.meta.get("quantize")}
 
     # -------------------------------------------------------------------------------- internals
 
