@@ -429,3 +429,53 @@ def load(uri: str, backend: str | None = None, quantize: str | None = None, thre
         return model.to(device).eval(), meta
     data, out = export_model(model, meta, backend, quantize, source=uri)
     return RUNTIMES[backend](data, out, threads=threads, device=device), out
+
+
+# ------------------------------------------------------------------------------------- checks
+
+
+def compare_logits(reference, candidate, images: np.ndarray, widths: np.ndarray | None = None) -> dict:
+    """Run one padded batch through two models (torch modules or runners) and compare: max absolute
+    logit difference over the valid frames, frame-level argmax agreement, equal frame counts."""
+    import torch
+
+    with torch.inference_mode():
+        ref = reference(torch.from_numpy(images)).float().cpu().numpy()
+    got = candidate(torch.from_numpy(images))
+    got = got.float().cpu().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
+    if ref.shape != got.shape:
+        return {"ok": False, "error": f"shape {got.shape} != {ref.shape}"}
+    if ref.ndim == 3:
+        w = widths if widths is not None else np.full((images.shape[0],), images.shape[3])
+        n_ref = reference.output_lengths(w).tolist()
+        n_got = candidate.output_lengths(w).tolist()
+        diffs, agree, frames = [], 0, 0
+        for i, n in enumerate(n_ref):
+            diffs.append(float(np.abs(ref[i, :n] - got[i, :n]).max()))
+            agree += int((ref[i, :n].argmax(-1) == got[i, :n].argmax(-1)).sum())
+            frames += n
+        return {"ok": n_ref == n_got, "max_abs_diff": max(diffs), "argmax_agreement": agree / max(frames, 1),
+                "lengths_equal": n_ref == n_got}
+    return {"ok": True, "max_abs_diff": float(np.abs(ref - got).max()),
+            "argmax_agreement": float((ref.argmax(-1) == got.argmax(-1)).mean())}
+
+
+def verify(src: str, dst: str, seed: int = 0) -> dict:
+    """Compare an exported directory with its checkpoint on a synthetic padded batch (random strokes
+    of three widths); the same check the export job prints."""
+    model, _ = checkpoint.load(src)
+    runner, meta = load(dst)
+    rng = np.random.default_rng(seed)
+    if meta.get("kind", "line") == "line":
+        h = int(meta["input"]["height"])
+        widths = np.array([4 * h, 9 * h, 15 * h], dtype=np.int64)
+        x = np.zeros((3, 1, h, int(widths.max())), np.float32)
+        for i, w in enumerate(widths):
+            x[i, 0, :, :w] = (rng.random((h, w)) > 0.85).astype(np.float32)
+    else:
+        s = int(meta["input"]["size"])
+        widths = None
+        x = (rng.random((3, 1, s, s)) > 0.85).astype(np.float32)
+    out = compare_logits(model, runner, x, widths)
+    out.update({"backend": meta["backend"], "quantize": meta.get("quantize")})
+    return out
