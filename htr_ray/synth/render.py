@@ -89,17 +89,20 @@ def _rot(a: np.ndarray, deg: float, scale: float, pts: np.ndarray) -> tuple[np.n
     return out, w / 2 - nw / 2, h / 2 - nh / 2, pts @ m32[:, :2].T + m32[:, 2]
 
 
+KEEP_FILLED = set(".,;:'\"`!?-_·。，、！？")  # in pen mode small marks stay filled: thinned, a comma turns into a dot
+
+
 def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *, jitter: float = 1.0,
               margin: int = 4, skeleton: bool = False) -> InkLayer:
     """Place each glyph with its own jitter; returns the ink layer (nothing clipped). ``skeleton``: draw
     the glyphs' centre lines (to be redrawn with a pen by :func:`pen_stroke`)."""
-    sp_w = max(fonts.glyph(face_path, size, " ")[3], size * 0.28)  # some fonts have a hairline space
+    sp_w = max(fonts.glyph(face_path, size, " ")[3], size * 0.32)  # some fonts have a hairline space
     pen_x = 0.0
     drift_amp = rng.uniform(0, 0.06) * size * jitter
     drift_period = rng.uniform(8, 30) * size
     drift_phase = rng.uniform(0, 2 * math.pi)
     spacing = rng.uniform(0.92, 1.12)  # this writer's letter spacing
-    word_gap = rng.uniform(0.7, 1.6)
+    word_gap = rng.uniform(0.9, 1.7)
     placed: list[tuple[np.ndarray, float, float, str, np.ndarray]] = []
     # all per-glyph random draws at once (scalar Generator calls dominate otherwise)
     noise = rng.standard_normal((len(text), 4)).tolist()
@@ -112,7 +115,7 @@ def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *,
         n_scale, n_rot, n_dy, n_adv = noise[k]
         gscale = min(1.15, max(0.85, 1 + n_scale * 0.045 * jitter))
         a, ox, oy, adv = fonts.glyph(face_path, size, ch)
-        if skeleton and a.size:
+        if skeleton and a.size and ch not in KEEP_FILLED:
             a = fonts.glyph_skeleton(face_path, size, ch)
         if a.size == 0:
             pen_x += adv * spacing
@@ -215,13 +218,14 @@ def pen_stroke(alpha: np.ndarray, width: int, rng: np.random.Generator) -> np.nd
     return cv2.GaussianBlur(m.astype(np.float32), (0, 0), float(rng.uniform(0.45, 0.75)))
 
 
-def stroke_width(alpha: np.ndarray, rng: np.random.Generator, x_height: float) -> np.ndarray:
-    """Thicker or thinner pen: dilate / erode with a small ellipse (never erode thin writing away)."""
+def stroke_width(alpha: np.ndarray, rng: np.random.Generator, x_height: float, stroke_px: float = 3.0) -> np.ndarray:
+    """Thicker or thinner pen: dilate / erode with a small ellipse. ``stroke_px`` is the font's own stroke
+    width here: a bold face is never made bolder (it would blot), thin writing is never eroded away."""
     r = rng.random()
-    if r < 0.35:
-        k = 2 if x_height < 30 or rng.random() < 0.6 else 3
+    if r < 0.35 and stroke_px < 4.5:
+        k = 2 if x_height < 30 or stroke_px > 3 or rng.random() < 0.6 else 3
         return cv2.dilate(alpha, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    if r < 0.5 and x_height > 22:
+    if (r < 0.5 or stroke_px > 5) and x_height > 22 and stroke_px > 3:
         eroded = cv2.erode(alpha, np.ones((2, 2), np.uint8))
         if eroded.sum() > 0.5 * alpha.sum():
             return eroded
@@ -346,11 +350,11 @@ class Style:
         size = 3 * int(rng.integers(13, 22)) if not cjk else 3 * int(rng.integers(11, 19))  # few sizes: glyph cache
         return cls(
             size=size,
-            jitter=float(rng.uniform(0.4, 1.3)),
+            jitter=float(rng.uniform(0.5, 1.6)),
             shear=float(np.clip(rng.normal(0.12, 0.15), -0.25, 0.5)),
             angle=float(rng.normal(0, 1.0)),
-            elastic_amp=float(rng.uniform(0.5, 0.09 * size)) if rng.random() < 0.8 else 0.0,
-            elastic_cell=float(rng.uniform(0.6, 1.6) * size),
+            elastic_amp=float(rng.uniform(0.5, 0.12 * size)) if rng.random() < 0.85 else 0.0,
+            elastic_cell=float(rng.uniform(0.5, 1.4) * size),
             clean=bool(rng.random() < clean_fraction),
             margin_x=int(rng.integers(2, 24)),
             margin_y=int(rng.integers(2, 16)),
@@ -369,7 +373,7 @@ def render_ink(text: str, face: fonts.FontFace, rng: np.random.Generator, style:
         layer.alpha = pen_stroke(layer.alpha, style.pen, rng)
         layer.grow += style.pen / 2 + 1
     else:
-        thick = stroke_width(layer.alpha, rng, layer.x_height)
+        thick = stroke_width(layer.alpha, rng, layer.x_height, fonts.stroke_width_ratio(face.path) * style.size)
         if thick.sum() > layer.alpha.sum():
             layer.grow += 1.5
         layer.alpha = thick
