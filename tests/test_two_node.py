@@ -53,6 +53,19 @@ def _agent_ports() -> list[str]:
             "--metrics-export-port", str(free_port())]
 
 
+def _pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (our unique temp dir: they are ours)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if text.encode() in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
 class TwoNodeCluster:
     def __init__(self, tmp: Path, env: dict, dashboard: str, head_id: str, worker_id: str):
         self.tmp, self.env, self.dashboard = tmp, env, dashboard
@@ -178,9 +191,10 @@ def two_nodes(s3_server):
         for p in reversed(procs):
             if p.poll() is None:
                 p.terminate()
+        deadline = time.time() + 8  # a graceful stop waits for idle workers; no need to be patient here
         for p in reversed(procs):
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 pass
             try:
@@ -188,6 +202,11 @@ def two_nodes(s3_server):
             except ProcessLookupError:
                 pass
             p.wait(timeout=10)
+        for pid in _pids_mentioning(str(tmp)):  # anything of ours that left the process groups
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
 
 
