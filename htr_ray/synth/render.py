@@ -93,9 +93,10 @@ KEEP_FILLED = set(".,;:'\"`!?-_·。，、！？")  # in pen mode small marks st
 
 
 def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *, jitter: float = 1.0,
-              margin: int = 4, skeleton: bool = False) -> InkLayer:
+              margin: int = 4, skeleton: bool = False, joins: bool = False) -> InkLayer:
     """Place each glyph with its own jitter; returns the ink layer (nothing clipped). ``skeleton``: draw
-    the glyphs' centre lines (to be redrawn with a pen by :func:`pen_stroke`)."""
+    the glyphs' centre lines (to be redrawn with a pen by :func:`pen_stroke`); ``joins``: with skeletons,
+    link neighbouring lower-case letters of a word with a connecting stroke, as in cursive writing."""
     sp_w = max(fonts.glyph(face_path, size, " ")[3], size * 0.32)  # some fonts have a hairline space
     pen_x = 0.0
     drift_amp = rng.uniform(0, 0.06) * size * jitter
@@ -103,7 +104,8 @@ def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *,
     drift_phase = rng.uniform(0, 2 * math.pi)
     spacing = rng.uniform(0.92, 1.12)  # this writer's letter spacing
     word_gap = rng.uniform(0.9, 1.7)
-    placed: list[tuple[np.ndarray, float, float, str, np.ndarray]] = []
+    placed: list[tuple] = []
+    after_space = True
     # all per-glyph random draws at once (scalar Generator calls dominate otherwise)
     noise = rng.standard_normal((len(text), 4)).tolist()
     gaps = rng.uniform(0.8, 1.25, len(text)).tolist()
@@ -111,6 +113,7 @@ def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *,
     for k, ch in enumerate(text):
         if ch.isspace():
             pen_x += sp_w * word_gap * gaps[k]
+            after_space = True
             continue
         n_scale, n_rot, n_dy, n_adv = noise[k]
         gscale = min(1.15, max(0.85, 1 + n_scale * 0.045 * jitter))
@@ -123,7 +126,8 @@ def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *,
         a2, sx, sy, pts = _rot(a, n_rot * 3.0 * jitter, gscale, fonts.glyph_hull(face_path, size, ch))
         adv *= gscale  # scaled about the glyph's centre: a bigger letter also dips a little
         base_dy = drift_amp * math.sin(pen_x * two_pi_over + drift_phase) + n_dy * 0.025 * size * jitter
-        placed.append((a2, pen_x + ox + sx, oy + sy + base_dy, ch, pts))
+        placed.append((a2, pen_x + ox + sx, oy + sy + base_dy, ch, pts, base_dy, after_space))
+        after_space = False
         pen_x += adv * spacing + n_adv * 0.03 * size * jitter
     if not placed:
         raise ValueError(f"nothing to draw for text {text!r}")
@@ -135,14 +139,35 @@ def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *,
     H = int(math.ceil(y1 - y0)) + 2 * margin + 1
     canvas = np.zeros((H, W), np.float32)
     points, chars = [], []
-    for a, x, y, ch, pts in placed:
+    xh = fonts.glyph(face_path, size, "x")[0].shape[0] or size * 0.5
+    prev = None  # (exit x, exit y) of the previous letter when it can be joined
+    for a, x, y, ch, pts, base_dy, after_space in placed:
         xi, yi = int(round(x - x0)) + margin, int(round(y - y0)) + margin
         h, w = a.shape
         region = canvas[yi:yi + h, xi:xi + w]
         np.maximum(region, a[: region.shape[0], : region.shape[1]].astype(np.float32) * (1 / 255.0), out=region)
-        points.append(pts + np.float32((xi, yi)))
+        p = pts + np.float32((xi, yi))
+        if joins and skeleton and ch.isalpha() and ch.islower():
+            bl = base_dy - y0 + margin  # this letter's baseline on the canvas
+            ys, xs = np.nonzero(a)
+            band = (ys + yi > bl - 0.75 * xh) & (ys + yi < bl + 0.1 * xh)
+            if band.any():
+                bx, by = xs[band] + xi, ys[band] + yi
+                j_in, j_out = int(np.argmin(bx)), int(np.argmax(bx * 4 + by))
+                if prev is not None and not after_space and -2 <= bx[j_in] - prev[0] < 0.7 * size:
+                    sag = min(H - 2.0, max(prev[1], by[j_in]) + 0.12 * xh)
+                    mid = ((prev[0] + bx[j_in]) / 2, sag)
+                    curve = np.array([prev, mid, (bx[j_in], by[j_in])], np.float32)
+                    cv2.polylines(canvas, [np.round(curve * 8).astype(np.int32).reshape(-1, 1, 2)], False, 1.0, 1,
+                                  cv2.LINE_8, 3)
+                    p = np.concatenate([p, curve])  # the joining stroke belongs to the letter it leads into
+                prev = (float(bx[j_out]), float(by[j_out]))
+            else:
+                prev = None
+        else:
+            prev = None
+        points.append(p)
         chars.append(ch)
-    xh = fonts.glyph(face_path, size, "x")[0].shape[0] or size * 0.5
     return InkLayer(canvas, points, chars, baseline=-y0 + margin, x_height=float(xh))
 
 
@@ -342,6 +367,7 @@ class Style:
     margin_x: int
     margin_y: int
     pen: int = 0  # 0: the font's filled outlines; >0: centre lines redrawn with a round pen this wide
+    joins: bool = False  # pen mode: cursive joining strokes between lower-case letters
     xscale: float = 1.0  # narrow (<1) or wide (>1) writing
 
     @classmethod
@@ -360,18 +386,21 @@ class Style:
             margin_y=int(rng.integers(2, 16)),
             pen=int(rng.choice([1, 2, 2, 3, 3, 4])) if rng.random() < pen_fraction else 0,
             xscale=float(np.clip(rng.normal(1.0, 0.1), 0.75, 1.25)),
+            joins=bool(rng.random() < 0.6),
         )
 
 
 def render_ink(text: str, face: fonts.FontFace, rng: np.random.Generator, style: Style) -> InkLayer:
     """Text -> final ink layer (glyph jitter, slant, skew, elastic, stroke width, crop)."""
-    layer = ink_layer(text, face.path, style.size, rng, jitter=style.jitter, skeleton=style.pen > 0)
+    layer = ink_layer(text, face.path, style.size, rng, jitter=style.jitter, skeleton=style.pen > 0,
+                      joins=style.joins)
     layer = affine(layer, style.shear, style.angle, xscale=style.xscale)
     if style.elastic_amp > 0.3:
         layer = elastic(layer, rng, style.elastic_amp, style.elastic_cell)
     if style.pen:
-        layer.alpha = pen_stroke(layer.alpha, style.pen, rng)
-        layer.grow += style.pen / 2 + 1
+        pen = min(style.pen, max(1, int(round(layer.x_height / 7))))  # small writing, fine pen: no blots
+        layer.alpha = pen_stroke(layer.alpha, pen, rng)
+        layer.grow += pen / 2 + 1
     else:
         thick = stroke_width(layer.alpha, rng, layer.x_height, fonts.stroke_width_ratio(face.path) * style.size)
         if thick.sum() > layer.alpha.sum():
