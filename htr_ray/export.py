@@ -185,12 +185,13 @@ def quantize_onnx_bytes(data: bytes, op_types: Sequence[str] = ONNX_QUANT_OPS) -
 
 
 def to_torchscript_bytes(model) -> bytes:
-    """torch.jit.script of the graph module (variable batch and width; the LSTM is scripted, not traced)."""
+    """torch.jit.script of the graph module (variable batch and width; the LSTM is scripted, not
+    traced), frozen (weights become constants, BatchNorm folded into the convolutions)."""
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scripted = torch.jit.script(_graph_module(model))
+        scripted = torch.jit.freeze(torch.jit.script(_graph_module(model)))
     buf = io.BytesIO()
     torch.jit.save(scripted, buf)
     return buf.getvalue()
@@ -422,6 +423,7 @@ def load(uri: str, backend: str | None = None, quantize: str | None = None, thre
             if not str(device).startswith("cpu"):
                 raise ExportError("dynamic int8 quantisation runs on CPU only")
             model = quantize_torch(model)
+            meta = {**meta, "backend": "torch", "quantize": "int8"}
         if threads:
             import torch
 
