@@ -184,10 +184,10 @@ def test_test_split_lines_and_pages_use_only_test_fonts():
     test = reg.test_families()
     for split in ("train", "val", "test"):
         gen = render.LineGenerator(seed=2, split=split)
-        fams = {gen.sample_full(i).font.split("/")[0] for i in range(40)}
+        fams = {gen.sample_full(i).font.split("/")[0] for i in range(25)}
         assert (fams <= test) if split == "test" else not (fams & test), (split, fams)
         pg = pages.PageGenerator(seed=2, split=split)
-        pfams = {pg.sample(i).font.split("/")[0] for i in range(3)}
+        pfams = {pg.sample(i).font.split("/")[0] for i in range(2)}
         assert (pfams <= test) if split == "test" else not (pfams & test), (split, pfams)
 
 
