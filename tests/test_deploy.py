@@ -344,11 +344,15 @@ def test_entrypoint_parses_with_the_jobs_own_parser(where, command):
     err = io.StringIO()
     try:
         with redirect_stderr(err):
-            parser.parse_args(argv[i + 1:])
+            args = parser.parse_args(argv[i + 1:])
     except SystemExit as e:
         if e.code in (0, None):  # --help
             return
         pytest.fail(f"{where}: `{command}` is rejected by jobs/{script}.py's parser:\n{err.getvalue()}")
+    if script == "train":  # --model is a free string to argparse: it must name a registered architecture
+        from htr_ray import models
+
+        assert args.model in models.available(), f"{where}: --model {args.model} not in {models.available()}"
 
 
 # --------------------------------------------------------------------------- Serve
