@@ -443,7 +443,12 @@ def test_dockerfile_builds_on_the_matching_official_ray_image():
     assert base.group(1) == f"rayproject/ray:{ray_version}-{py}", base.group(1)
     assert re.search(r"^FROM\s+\$\{?BASE_IMAGE\}?", text, re.M)
     assert "pip install" in text and re.search(r"torch==", text)
-    assert re.search(r"^COPY\b.*\bmodels\b", text, re.M), "models/ is not copied into the image"
+    assert re.search(r"^COPY\b.*(\bmodels\b|\s\.\s+\S+\s*$)", text, re.M), "models/ is not copied into the image"
+    ignored = (CLUSTER / "Dockerfile.dockerignore").read_text().split()
+    for needed in ("models", "jobs", "htr_ray", "serve_config.yaml"):
+        assert not any(p.strip("/") == needed for p in ignored), f"{needed} is excluded from the build context"
+    for heavy in (".venv", "work/", "data/", ".git"):
+        assert heavy in ignored, f"{heavy} would be sent to the docker daemon"
 
 
 def test_entrypoint_check_rejects_a_wrong_flag():
