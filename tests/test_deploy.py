@@ -457,3 +457,18 @@ def test_entrypoint_check_rejects_a_wrong_flag():
     with redirect_stderr(io.StringIO()), pytest.raises(SystemExit) as e:
         parser.parse_args(["--input", "s3://a/", "--output", "s3://b/", "--wokers", "2"])
     assert e.value.code != 0
+
+
+def test_embed_serve_config_rewrites_only_the_block():
+    """k8s/embed_serve_config.py (the way to resync after editing serve_config.yaml) round-trips."""
+    spec = importlib.util.spec_from_file_location("_embed_serve_config", K8S / "embed_serve_config.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    manifest = (K8S / "rayservice.yaml").read_text()
+    new_config = "applications:\n  - name: other\n    import_path: htr_ray.serving:build_app\n\n    route_prefix: /x\n"
+    out = mod.embed(manifest, new_config)
+    doc = yaml.safe_load(out)
+    assert yaml.safe_load(doc["spec"]["serveConfigV2"]) == yaml.safe_load(new_config)
+    before = yaml.safe_load(manifest)
+    del doc["spec"]["serveConfigV2"], before["spec"]["serveConfigV2"]
+    assert doc == before

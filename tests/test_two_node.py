@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, wait_for_port
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
