@@ -3,7 +3,7 @@
 A head and a worker are started as two separate `ray start --block` processes (1 CPU each, so a job
 that asks for two 1-CPU workers has to use both nodes), with token authentication on, as Ray 2.60
 clusters should run. Jobs go in through `ray job submit --working-dir <repo>` over the dashboard's
-HTTP API, exactly as docs/deploy.md tells a user to do; afterwards the state API (`ray list tasks`)
+HTTP API, exactly as docs/deploy.md tells a user to do; afterwards the state API (what `ray list tasks` reads)
 says on which node each task and actor of the job ran, and both node ids must be there.
 
 Token auth: `ray start --head` in 2.60 enables it when RAY_AUTH_MODE=token (or when a token already
@@ -38,7 +38,6 @@ from conftest import free_port
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
-PY = str(VENV_BIN / "python")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -266,7 +265,8 @@ def test_training_job_uses_both_nodes(two_nodes, train_run):
 def test_bulk_transcription_job_uses_both_nodes(two_nodes, train_run, shared_data, s3_bucket):
     """`python jobs/transcribe.py` reads scans from S3 and writes results to S3 (credentials from
     the AWS_* variables in the raylets' environment), with the model the training job just made,
-    and its work spread over both nodes. Inputs in = result rows out."""
+    and its work spread over both nodes (one recognizer actor holds one node's only CPU, so the
+    read/segment tasks run on the other). Every input, the broken one too, gets its result row."""
     if not (REPO / "jobs" / "transcribe.py").is_file():
         pytest.fail("jobs/transcribe.py does not exist yet")
     checkpoint = train_run[3]
