@@ -327,8 +327,11 @@ class OnnxModel(_Runtime):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = int(threads)
+        if not threads:
+            import torch  # the process's setting (Ray workers get OMP_NUM_THREADS = their CPUs)
+
+            threads = torch.get_num_threads()
+        so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -401,7 +404,8 @@ def load(uri: str, backend: str | None = None, quantize: str | None = None, thre
       to int8 when ``quantize="int8"``);
     - checkpoint and ``backend`` ``"onnx"``/``"torchscript"``: exported in memory first (a second or
       two), then run like an exported directory.
-    ``threads``: onnxruntime's intra-op threads (torch: torch.set_num_threads, process-wide).
+    ``threads``: onnxruntime's intra-op threads (default: ``torch.get_num_threads()``, which follows
+    OMP_NUM_THREADS); for torch backends torch.set_num_threads (process-wide) when given.
     """
     if quantize in ("", "none", "fp32"):
         quantize = None
