@@ -334,7 +334,7 @@ def compose(layer: InkLayer, rng: np.random.Generator, *, clean: bool = False, r
         pressure = np.float32(1.0)
     else:
         ink_val = rng.uniform(0, 80) if rng.random() < 0.85 else rng.uniform(70, 130)  # pen / pencil
-        pressure = np.clip(1 - np.abs(_low_freq(rng, h, w, rng.uniform(15, 60))) * rng.uniform(0, 0.3), 0.5, 1)
+        pressure = np.clip(1 - np.abs(_low_freq(rng, h, w, rng.uniform(15, 60))) * rng.uniform(0, 0.3), 0.62, 1)
     cov = np.clip(a * pressure, 0, 1)
     img = p * (1 - cov) + ink_val * cov
     if not clean:
