@@ -165,8 +165,12 @@ def to_onnx_bytes(model, opset: int = DEFAULT_OPSET) -> bytes:
     return buf.getvalue()
 
 
-def quantize_onnx_bytes(data: bytes, op_types: Sequence[str] = ONNX_QUANT_OPS) -> bytes:
-    """Dynamic int8 quantisation of an ONNX model with onnxruntime (weights int8, per tensor)."""
+def quantize_onnx_bytes(data: bytes, op_types: Sequence[str] = ONNX_QUANT_OPS, reduce_range: bool = True) -> bytes:
+    """Dynamic int8 quantisation of an ONNX model with onnxruntime (weights int8, per tensor).
+
+    ``reduce_range`` (7-bit weights) avoids the u8 x s8 saturation of CPUs without VNNI (AVX2 only,
+    like this project's machines): measured on the CRNN it cuts the logit error about 10x (max |diff|
+    0.009 -> 0.001, the same as torch's fbgemm, which reduces the range too)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(prefix="htr-onnx-q-") as tmp:
@@ -177,7 +181,8 @@ def quantize_onnx_bytes(data: bytes, op_types: Sequence[str] = ONNX_QUANT_OPS) -
         level = root.level
         root.setLevel(logging.ERROR)  # "consider pre-processing" advice on every call
         try:
-            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types))
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types),
+                             reduce_range=reduce_range)
         finally:
             root.setLevel(level)
         with open(dst, "rb") as f:
@@ -231,7 +236,8 @@ def export_model(model, meta: dict, backend: str, quantize: str | None = None, o
         if quantize == "int8":
             import onnxruntime
 
-            out["exporter"].update({"onnxruntime": onnxruntime.__version__, "quantized_ops": list(onnx_quant_ops)})
+            out["exporter"].update({"onnxruntime": onnxruntime.__version__, "quantized_ops": list(onnx_quant_ops),
+                                    "reduce_range": True})
     if out.get("kind", "line") == "line":
         out["output_lengths"] = {"formula": LENGTHS_FORMULA, "width_stride": int(model.width_stride)}
     return data, out
