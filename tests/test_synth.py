@@ -148,10 +148,11 @@ def test_lines_are_deterministic_per_seed_and_index():
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_every_glyph_is_inside_the_line_image(split):
     gen = render.LineGenerator(seed=11, split=split)
-    domains = set()
+    domains, pens = set(), set()
     for i in range(60):
         s = gen.sample_full(i)
         domains.add(s.domain)
+        pens.add(s.meta["pen"])
         h, w = s.image.shape
         assert s.text and s.image.dtype == np.uint8
         a = s.ink.alpha
@@ -177,6 +178,7 @@ def test_every_glyph_is_inside_the_line_image(split):
         ink = a > 0.6
         assert ink.any() and np.median(s.image[ink]) < np.median(s.image[a < 0.01]) - 40, (i, s.text)
     assert domains == set(render.DEFAULT_WEIGHTS)
+    assert pens and 0 in pens and len(pens) > 1  # filled outlines and pen traces both checked
 
 
 def test_test_split_lines_and_pages_use_only_test_fonts():

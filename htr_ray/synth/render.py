@@ -411,7 +411,7 @@ def render_ink(text: str, face: fonts.FontFace, rng: np.random.Generator, style:
 
 def render_line(text: str, face: fonts.FontFace, rng: np.random.Generator, style: Style | None = None,
                 clean_fraction: float = 0.3) -> tuple[np.ndarray, InkLayer]:
-    style = style or Style.sample(rng, clean_fraction, cjk="cjk" in face.scripts and not face.scripts == ("latin",))
+    style = style or Style.sample(rng, clean_fraction, cjk="latin" not in face.scripts)
     layer = render_ink(text, face, rng, style)
     return compose(layer, rng, clean=style.clean), layer
 
@@ -489,5 +489,6 @@ class LineGenerator:
             else:
                 raise fonts.FontError(f"no {self.font_split} font covers the texts of domain {domain}")
             face = _pick_face(rng, faces)
-        img, layer = render_line(text, face, rng, clean_fraction=self.clean_fraction)
-        return LineSample(img, text, face.name, domain, self.split, layer)
+        style = Style.sample(rng, self.clean_fraction, cjk=domain == "hanzi")
+        img, layer = render_line(text, face, rng, style)
+        return LineSample(img, text, face.name, domain, self.split, layer, meta=dict(style.__dict__))
