@@ -197,6 +197,7 @@ def line_metrics(preds: Sequence[dict], top_k: int = 20, bins: int = 10) -> dict
         "by_source": metrics.by_group(refs, hyps, [p["source"] for p in preds]),
         "confusions": metrics.top_confusions(refs, hyps, k=top_k),
         "calibration": metrics.calibration(confs, refs, hyps, bins=bins),
+        "review_thresholds": metrics.review_thresholds(confs, refs, hyps),
     }
 
 
@@ -365,6 +366,12 @@ def summary_lines(m: dict) -> list[str]:
         out.append(f"calibration: {cal['monotonic_violations']} non-monotonic decile steps, "
                    f"rank correlation {cal['spearman'] if cal['spearman'] is None else round(cal['spearman'], 3)}")
         out.append(reports.calibration_table_text(cal))
+        for r in m.get("review_thresholds", []):
+            if r["threshold"] is None:
+                out.append(f"  for CER <= {r['target_cer']:.0%} in accepted lines: no threshold reaches it")
+            else:
+                out.append(f"  for CER <= {r['target_cer']:.0%} in accepted lines: review lines with confidence < "
+                           f"{r['threshold']:.4g} ({r['review_share']:.0%} of lines)")
     else:
         r = m["report"]
         out.append(f"accuracy {m['accuracy']:.4f}  macro F1 {r['macro']['f1']:.4f}")

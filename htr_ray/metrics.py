@@ -276,6 +276,39 @@ def calibration(confidences: Sequence[float], refs: Sequence[str], hyps: Sequenc
     }
 
 
+def review_thresholds(confidences: Sequence[float], refs: Sequence[str], hyps: Sequence[str],
+                      targets: Sequence[float] = (0.01, 0.02, 0.05)) -> list[dict]:
+    """For each target CER: the lowest confidence threshold such that the lines at or above it have a
+    CER at most the target, and the share of lines that then go to human review (those below).
+    ``threshold`` is None when no threshold reaches the target (even the most confident line alone)."""
+    n = len(confidences)
+    if not (n == len(refs) == len(hyps)):
+        raise ValueError("confidences, refs and hyps must have the same length")
+    order = sorted(range(n), key=lambda i: confidences[i], reverse=True)  # most confident first
+    errs = [char_errors(refs[i], hyps[i]) for i in order]
+    # accepted set = the k most confident lines; ties in confidence are accepted or rejected together
+    prefix = []
+    e = c = 0
+    for k, i in enumerate(order):
+        e, c = e + errs[k][0], c + errs[k][1]
+        last_of_tie = k == n - 1 or confidences[order[k + 1]] != confidences[i]
+        if last_of_tie:
+            prefix.append((k + 1, confidences[i], e / max(c, 1) if (e or c) else 0.0))
+    out = []
+    for target in targets:
+        best = None
+        for accepted, thr, cer_acc in prefix:
+            if cer_acc <= target:
+                best = (accepted, thr, cer_acc)
+        if best is None:
+            out.append({"target_cer": target, "threshold": None, "review_share": 1.0, "cer_accepted": None})
+        else:
+            accepted, thr, cer_acc = best
+            out.append({"target_cer": target, "threshold": float(thr), "review_share": (n - accepted) / n if n else 0.0,
+                        "cer_accepted": cer_acc})
+    return out
+
+
 def _ranks(xs: Sequence[float]) -> list[float]:
     order = sorted(range(len(xs)), key=lambda i: xs[i])
     ranks = [0.0] * len(xs)

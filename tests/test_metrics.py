@@ -99,3 +99,19 @@ def test_calibration_deciles_and_review_table():
     bad = M.calibration([0.1, 0.2, 0.9, 0.95], refs, ["abcd", "abcd", "x", "y"], bins=2)
     assert bad["monotonic_violations"] == 1 and bad["spearman"] == pytest.approx(1.0)
     assert M.calibration([], [], [])["lines"] == 0
+
+
+def test_review_thresholds():
+    confs = [0.95, 0.9, 0.8, 0.5, 0.3]
+    refs = ["abcd"] * 5
+    hyps = ["abcd", "abcd", "abcx", "xxcd", "x"]
+    # accepted from the top: 0/4, 0/8, 1/12, 3/16, 6/20
+    out = M.review_thresholds(confs, refs, hyps, targets=(0.0, 0.1, 0.2, 0.01))
+    assert out[0] == {"target_cer": 0.0, "threshold": 0.9, "review_share": 0.6, "cer_accepted": 0.0}
+    assert out[1]["threshold"] == 0.8 and out[1]["review_share"] == pytest.approx(0.4)
+    assert out[1]["cer_accepted"] == pytest.approx(1 / 12)
+    assert out[2]["threshold"] == 0.5 and out[2]["cer_accepted"] == pytest.approx(3 / 16)
+    assert out[3]["threshold"] == 0.9
+    # nothing reaches the target: everything goes to review
+    none = M.review_thresholds([0.9], ["ab"], ["xy"], targets=(0.05,))
+    assert none == [{"target_cer": 0.05, "threshold": None, "review_share": 1.0, "cer_accepted": None}]
