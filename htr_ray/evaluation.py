@@ -86,13 +86,13 @@ class RecognizeBatch:
     """Ray Data callable class: loads the recogniser once per actor, reads batches of shard rows."""
 
     def __init__(self, model_uri: str, decoder: str = "greedy", lexicon=None, lm=None, threads: int = 1,
-                 beam_options: dict | None = None):
+                 beam_options: dict | None = None, device: str = "cpu"):
         import torch
 
         from htr_ray.recognizer import Recognizer
 
         torch.set_num_threads(max(1, threads))
-        self.rec = Recognizer.from_uri(model_uri, decoder=decoder, lexicon=lexicon, lm=lm,
+        self.rec = Recognizer.from_uri(model_uri, device=device, decoder=decoder, lexicon=lexicon, lm=lm,
                                        beam_options=beam_options)
 
     def __call__(self, batch):  # a pyarrow.Table
@@ -150,7 +150,9 @@ def _columns(data_uri: str, split: str) -> list[str]:
 
 def predict_ray(model_uri: str, data_uri: str, split: str, decoder: str = "greedy", lexicon=None, lm=None,
                 actors: int = 2, batch_size: int = 128, limit: int | None = None,
-                beam_options: dict | None = None) -> tuple[list[dict], float]:
+                beam_options: dict | None = None, device: str = "cpu") -> tuple[list[dict], float]:
+    """Predictions with Ray Data: read_parquet -> map_batches(RecognizeBatch) on an actor pool of up to
+    ``actors`` recognisers (1 CPU each, or 1 GPU each when ``device`` is cuda)."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -167,11 +169,11 @@ def predict_ray(model_uri: str, data_uri: str, split: str, decoder: str = "greed
     ds = ds.map_batches(
         RecognizeBatch,
         fn_constructor_kwargs={"model_uri": model_uri, "decoder": decoder, "lexicon": lexicon, "lm": lm,
-                               "beam_options": beam_options},
+                               "beam_options": beam_options, "device": device},
         batch_format="pyarrow",
-        batch_size=batch_size,
+        batch_size=int(batch_size),
         compute=ActorPoolStrategy(min_size=1, max_size=max(1, actors)),
-        num_cpus=1,
+        **({"num_gpus": 1} if str(device).startswith("cuda") else {"num_cpus": 1}),
     )
     rows = ds.take_all()
     preds = []
@@ -287,7 +289,8 @@ def evaluate(model: str, data: str, split: str = "test", report: str | None = No
     t0 = time.perf_counter()
     if use_ray:
         preds, model_seconds = predict_ray(model, data, split, decoder, lexicon, lm, actors=actors,
-                                           batch_size=batch_size, limit=limit, beam_options=beam_options)
+                                           batch_size=batch_size, limit=limit, beam_options=beam_options,
+                                           device=device)
     else:
         rec = Recognizer.from_uri(model, device=device, decoder=decoder, lexicon=lexicon, lm=lm, beam_options=beam_options)
         preds, model_seconds = predict_local(rec, data, split, limit=limit)
