@@ -31,7 +31,7 @@ class MakeDatasetConfig:
 
     kind: str = config.field("lines", help="what to generate: lines | pages")
     n: int = config.field(1000, help="number of samples")
-    output: str = config.field("work/synth/lines", help="output URI: a local folder or s3://bucket/prefix")
+    output: str = config.field("", help="output URI: a local folder or s3://bucket/prefix (default: work/synth/<kind>)")
     seed: int = config.field(0, help="run seed: same seed and flags, same bytes")
     domains: list[str] = config.field([], help="text domains (lines: cheque prescription homework hanzi generic; "
                                                "pages: cheque prescription homework); default: all")
@@ -80,7 +80,7 @@ def generate(cfg: MakeDatasetConfig) -> dict:
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     per = cfg.rows_per_task or max(1, min(2000 if cfg.kind == "lines" else 200, math.ceil(cfg.n / (4 * cpus))))
     tasks = plan_tasks(cfg.n, per)
-    output = cfg.output
+    output = cfg.output = cfg.output or f"work/synth/{cfg.kind}"
     if cfg.parallel:
         import ray
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -77,3 +79,16 @@ def test_parallel_and_single_process_runs_give_the_same_bytes(ray_local, tmp_pat
     rb = {r["id"]: r for r in shards.iter_rows(str(b))}
     assert ra.keys() == rb.keys() and len(ra) == 12
     assert all(ra[k]["image"] == rb[k]["image"] and ra[k]["text"] == rb[k]["text"] for k in ra)
+
+
+def test_job_starts_its_own_local_ray(tmp_path):
+    """Run as a user would, with no cluster given: the job starts (and stops) a private local Ray."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0")
+    out = tmp_path / "own"
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "make_dataset.py"), "--kind", "lines", "--n", "6",
+                           "--output", str(out), "--num-cpus", "1", "--domains", "cheque"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "6/6 written" in proc.stdout
+    assert shards.count_rows(str(out)) == 6
