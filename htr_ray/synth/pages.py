@@ -152,15 +152,22 @@ class _Page:
             dist = (xx, w - 1 - xx, yy, h - 1 - yy)[side] / float((w, w, h, h)[side])
             depth, reach = rng.uniform(0.15, 0.45), rng.uniform(0.05, 0.25)
             img *= 1 - depth * np.exp(-dist / reach)
-        # skew, with a grey scanner bed showing at the corners
+        # skew, with a grey scanner bed showing at the corners; a third of the pages also get a slight
+        # perspective (a page photographed rather than scanned)
         angle = float(rng.normal(0, 0.8))
-        m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+        m = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0), [0, 0, 1]])
+        if rng.random() < 0.33:
+            src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+            jitter = rng.uniform(-0.015, 0.015, (4, 2)) * (w, h)
+            m = cv2.getPerspectiveTransform(src, (src + jitter).astype(np.float32)) @ m
         bed = float(rng.uniform(150, 240))
-        img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=bed)
+        img = cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=bed)
         for line in self.lines:
-            x0, y0, x1, y1 = render.transform_boxes([line["bbox"]], m)[0]
-            line["bbox"] = [max(0, int(math.floor(x0))), max(0, int(math.floor(y0))),
-                            min(w, int(math.ceil(x1))), min(h, int(math.ceil(y1)))]
+            x0, y0, x1, y1 = line["bbox"]
+            corners = np.float32([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]])
+            t = cv2.perspectiveTransform(corners, m)[0]
+            line["bbox"] = [max(0, int(math.floor(t[:, 0].min()))), max(0, int(math.floor(t[:, 1].min()))),
+                            min(w, int(math.ceil(t[:, 0].max()))), min(h, int(math.ceil(t[:, 1].max())))]
         if rng.random() < 0.6:
             img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.0))
         img += rng.standard_normal((h, w)).astype(np.float32) * rng.uniform(1, 7)
