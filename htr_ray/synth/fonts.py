@@ -251,6 +251,20 @@ def glyph_skeleton(path: str, size: int, ch: str) -> np.ndarray:
     return thin(a > 100) * np.uint8(255)
 
 
+@functools.lru_cache(maxsize=4096)
+def glyph_slim(path: str, size: int, ch: str) -> np.ndarray:
+    """A small mark (comma, dot, quote) eroded to about a pen's width: for pen mode, where thinning would
+    turn a comma into a dot but the font's filled mark would be a blot."""
+    import cv2
+
+    a = glyph(path, size, ch)[0]
+    n = int(round(stroke_width_ratio(path) * size / 2)) - 1
+    if a.size == 0 or n <= 0:
+        return a
+    slim = cv2.erode(a, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)), iterations=n)
+    return slim if (slim > 100).sum() >= 4 else a
+
+
 @functools.lru_cache(maxsize=256)
 def stroke_width_ratio(path: str) -> float:
     """The font's stroke width as a fraction of its size (ink area / centre-line length of "nlo")."""

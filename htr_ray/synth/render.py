@@ -89,7 +89,7 @@ def _rot(a: np.ndarray, deg: float, scale: float, pts: np.ndarray) -> tuple[np.n
     return out, w / 2 - nw / 2, h / 2 - nh / 2, pts @ m32[:, :2].T + m32[:, 2]
 
 
-KEEP_FILLED = set(".,;:'\"`!?-_·。，、！？")  # in pen mode small marks stay filled: thinned, a comma turns into a dot
+KEEP_FILLED = set(".,;:'\"`!?-_·。，、！？")  # pen mode: small marks are slimmed, not thinned (a comma stays a comma)
 
 
 def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *, jitter: float = 1.0,
@@ -118,8 +118,8 @@ def ink_layer(text: str, face_path: str, size: int, rng: np.random.Generator, *,
         n_scale, n_rot, n_dy, n_adv = noise[k]
         gscale = min(1.15, max(0.85, 1 + n_scale * 0.045 * jitter))
         a, ox, oy, adv = fonts.glyph(face_path, size, ch)
-        if skeleton and a.size and ch not in KEEP_FILLED:
-            a = fonts.glyph_skeleton(face_path, size, ch)
+        if skeleton and a.size:
+            a = fonts.glyph_slim(face_path, size, ch) if ch in KEEP_FILLED else fonts.glyph_skeleton(face_path, size, ch)
         if a.size == 0:
             pen_x += adv * spacing
             continue
@@ -384,7 +384,7 @@ class Style:
             clean=bool(rng.random() < clean_fraction),
             margin_x=int(rng.integers(2, 24)),
             margin_y=int(rng.integers(2, 16)),
-            pen=int(rng.choice([1, 2, 2, 3, 3, 4])) if rng.random() < pen_fraction else 0,
+            pen=int(rng.choice([1, 2, 2, 2, 3, 3, 4])) if rng.random() < pen_fraction else 0,
             xscale=float(np.clip(rng.normal(1.0, 0.1), 0.75, 1.25)),
             joins=bool(rng.random() < 0.6),
         )
@@ -398,7 +398,7 @@ def render_ink(text: str, face: fonts.FontFace, rng: np.random.Generator, style:
     if style.elastic_amp > 0.3:
         layer = elastic(layer, rng, style.elastic_amp, style.elastic_cell)
     if style.pen:
-        pen = min(style.pen, max(1, int(round(layer.x_height / 7))))  # small writing, fine pen: no blots
+        pen = min(style.pen, max(1, int(round(layer.x_height / 8))))  # small writing, fine pen: no blots
         layer.alpha = pen_stroke(layer.alpha, pen, rng)
         layer.grow += pen / 2 + 1
     else:
