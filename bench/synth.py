@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         gen.sample(i)
     base = 10_000
     row("lines, mixed domains", lambda i: gen.sample(base + i), args.lines, "lines")
-    row("lines, mixed domains +png", lambda i: images.encode_png(gen.sample(2 * base + i)[0]), args.lines, "lines")
+    row("lines, mixed domains +png", lambda i: images.encode_png(gen.sample(2 * base + i)[0], compression=1), args.lines, "lines")
     for dom in render.DEFAULT_WEIGHTS:
         g = render.LineGenerator(seed=5, domains=[dom])
         for i in range(60):
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     for dom in pages.PAGE_DOMAINS:
         pg = pages.PageGenerator(seed=3, domains=[dom])
         pg.sample(0)
-        row(f"pages, {dom} +png", lambda i, pg=pg: images.encode_png(pg.sample(1 + i).image), args.pages, "pages")
+        row(f"pages, {dom} +png", lambda i, pg=pg: images.encode_png(pg.sample(1 + i).image, compression=1), args.pages, "pages")
     load1 = os.getloadavg()
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -59,9 +59,9 @@ class SampleMaker:
         if self.kind == "lines":
             s = gen.sample_full(index)
             source = "synth-strokes" if s.font.startswith("iam-strokes/") else "synth-lines"
-            return shards.Sample(sid, images.encode_png(s.image), s.text, source, s.domain, split)
+            return shards.Sample(sid, images.encode_png(s.image, compression=1), s.text, source, s.domain, split)
         p = gen.sample(index)
-        return shards.Sample(sid, images.encode_png(p.image), p.text, "synth-pages", p.domain, split, lines=p.lines)
+        return shards.Sample(sid, images.encode_png(p.image, compression=1), p.text, "synth-pages", p.domain, split, lines=p.lines)
 
 
 def make_task(maker: SampleMaker, task: int, start: int, stop: int, output: str) -> dict:
