@@ -278,8 +278,10 @@ class BeamConfig:
     histogram_prune: bool = True  # ... nor one scoring below the weakest prefix kept at the last frame
     blank_skip: float = 0.999  # frames where the blank is this sure only extend existing prefixes
     lm_weight: float = 0.5
-    char_bonus: float = 0.0  # added per emitted character (balances the LM's preference for short text)
-    oov_penalty: float = 4.0  # subtracted once per word that is not in the lexicon
+    # added per emitted character, balancing the LM's and the lexicon penalty's preference for short
+    # text; None = 2.0 with an LM, 0.5 with a lexicon only, 0 otherwise (tuned on IAM-OnDB val lines)
+    char_bonus: float | None = None
+    oov_penalty: float = 2.0  # subtracted once per word that is not in the lexicon
     lexicon_mode: str = "favour"  # or "constrain"
     nbest: int = 5  # candidates kept in Decoded.candidates
 
@@ -343,6 +345,8 @@ def beam_search(
     log_min = math.log(cfg.min_prob)
     log_skip = math.log(cfg.blank_skip)
     bonus = cfg.char_bonus
+    if bonus is None:
+        bonus = 2.0 if lm is not None else 0.5 if lexicon is not None else 0.0
     END = Lexicon.END
     P = _Prefixes(lexicon.root if lexicon is not None else None)
     if lm is not None:

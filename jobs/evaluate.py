@@ -36,7 +36,8 @@ class EvaluateConfig:
     lm: str = config.field(None, help="character n-gram LM JSON (python -m htr_ray.lm) for beam search")
     beam_width: int = config.field(16, help="beam width")
     lm_weight: float = config.field(0.5, help="weight of the LM log-probability in the beam score")
-    oov_penalty: float = config.field(6.0, help="beam score penalty per word not in the lexicon")
+    oov_penalty: float = config.field(2.0, help="beam score penalty per word not in the lexicon")
+    char_bonus: float = config.field(None, help="beam score bonus per character (default: 2.0 with an LM, 0.5 with a lexicon only)")
     lexicon_mode: str = config.field("favour", help="favour or constrain (only lexicon words)")
     limit: int = config.field(None, help="evaluate at most this many samples (rows)")
     ray: bool = config.field(None, help="use Ray Data (default: when there are at least --ray-threshold rows)")
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     from htr_ray.evaluation import evaluate, summary_lines
 
     beam = {"beam_width": cfg.beam_width, "lm_weight": cfg.lm_weight, "oov_penalty": cfg.oov_penalty,
-            "lexicon_mode": cfg.lexicon_mode}
+            "char_bonus": cfg.char_bonus, "lexicon_mode": cfg.lexicon_mode}
     res = evaluate(cfg.model, cfg.data, split=cfg.split, report=cfg.report, decoder=cfg.decoder, lexicon=cfg.lexicon,
                    lm=cfg.lm, limit=cfg.limit, use_ray=cfg.ray, ray_threshold=cfg.ray_threshold, actors=cfg.actors,
                    batch_size=cfg.batch_size, gallery=cfg.gallery, beam_options=beam, device=cfg.device)
