@@ -72,6 +72,9 @@ def generate(cfg: MakeDatasetConfig) -> dict:
                       test_fraction=cfg.test_fraction, strokes_fraction=cfg.strokes_fraction,
                       clean_fraction=cfg.clean_fraction)
     SampleMaker(**maker_args)  # validate flags before starting anything
+    from .synth import fonts
+
+    fonts.registry()  # no handwriting fonts installed: fail here, not once per sample on the workers
     if cfg.n <= 0:
         raise ValueError("--n must be positive")
     cpus = 1

@@ -279,3 +279,12 @@ def test_contact_sheets_are_pngs(tmp_path):
     assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR) is not None
     preview.write(str(tmp_path / "p.png"), png)
     assert (tmp_path / "p.png").stat().st_size == len(png)
+
+
+def test_unknown_domains_are_refused_up_front():
+    with pytest.raises(ValueError, match="unknown pages domain"):
+        samples.SampleMaker("pages", seed=0, domains=["hanzi"])
+    with pytest.raises(ValueError, match="unknown lines domain"):
+        samples.SampleMaker("lines", seed=0, domains=["poetry"])
+    with pytest.raises(ValueError):
+        samples.SampleMaker("words", seed=0)

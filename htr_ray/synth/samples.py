@@ -35,6 +35,12 @@ class SampleMaker:
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.strokes_fraction, self.clean_fraction = strokes_fraction, clean_fraction
         self._gens: dict[str, object] = {}
+        from . import pages, texts
+
+        known = texts.SOURCES if kind == "lines" else pages.LAYOUTS
+        bad = [d for d in self.domains or () if d not in known]
+        if bad:
+            raise ValueError(f"unknown {kind} domain(s) {bad}; choose from {sorted(known)}")
 
     def generator(self, split: str):
         if split not in self._gens:
