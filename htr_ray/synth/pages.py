@@ -339,7 +339,7 @@ class PageGenerator:
         fs = "test" if split == "test" else "train"
         probe = "".join(sorted(set("".join(texts.FIRST_NAMES + texts.LAST_NAMES + texts.SPELLING + texts.COMPANIES
                                        + texts.HOMEWORK_SENTENCES + list(texts.DRUGS) + texts.MONTHS)
-                                   + "0123456789$.,/-+=:;#()%&'!?x×÷*")))
+                                   + "0123456789$.,/-+=:;#()%&'!?x*")))  # × ÷: the rare line falls back to another hand
         full = [f for f in reg.faces_for(fs, "latin") if set(probe.replace(" ", "")) <= fonts.coverage(f.path, set(probe.replace(" ", "")))]
         self.latin = full or reg.faces_for(fs, "latin")
         self.cjk = reg.faces_for(fs, "cjk")
