@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import zlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -428,11 +427,11 @@ def hanzi_line(rng: np.random.Generator, allowed: set[str] | None = None) -> str
 
 
 def iam_form_split(line_id: str) -> str:
-    """The IAM split rule of htr_ray.datasets (form id = line id minus its last '-NN'; crc32 % 100 < 5 test,
-    < 10 val); kept here so that synthetic data never reuses text or strokes from held-out forms."""
-    form = line_id.rsplit("-", 1)[0]
-    b = zlib.crc32(form.encode("utf-8")) % 100
-    return "test" if b < 5 else "val" if b < 10 else "train"
+    """The split of an IAM line under htr_ray.datasets' rule (by form), so that synthetic data never
+    reuses text or strokes from held-out forms."""
+    from htr_ray.datasets import iam_form_id, split_by_group
+
+    return split_by_group(iam_form_id(line_id))
 
 
 def _iam_labels_path() -> Path:
