@@ -446,6 +446,12 @@ def check_page(lines: Sequence[Any], domain: str, drug_lexicon: Iterable[str] | 
         findings = check_homework(lines)
     else:
         return {"domain": domain, "checked": False, "ok": True, "findings": [], "summary": {}}
+    # carry each line's recognition confidence into its findings: a reviewer sees at once whether a
+    # flagged error may be a misreading
+    for f in findings:
+        if f.line is not None and f.line < len(lines) and isinstance(lines[f.line], dict) \
+                and lines[f.line].get("confidence") is not None:
+            f.details["confidence"] = float(lines[f.line]["confidence"])
     counts = {s: sum(1 for f in findings if f.status == s) for s in ("ok", "warning", "error")}
     summary: dict[str, Any] = dict(counts)
     if domain == "homework":

@@ -200,7 +200,33 @@ def line_metrics(preds: Sequence[dict], top_k: int = 20, bins: int = 10) -> dict
         "confusions": metrics.top_confusions(refs, hyps, k=top_k),
         "calibration": metrics.calibration(confs, refs, hyps, bins=bins),
         "review_thresholds": metrics.review_thresholds(confs, refs, hyps),
+        "domain_checks": domain_check_agreement(preds),
     }
+
+
+def domain_check_agreement(preds: Sequence[dict]) -> dict:
+    """For page samples of the checked domains (cheque, prescription, homework): run the domain checks
+    on the recognised lines and on the true lines, and count how often the verdicts agree. A page whose
+    truth passes but whose reading fails is a false alarm caused by recognition errors; the reverse is
+    a missed error."""
+    from htr_ray import domain_checks
+
+    pages: dict[str, list[dict]] = {}
+    for p in preds:
+        if "#L" in p["id"] and p["domain"] in domain_checks.DOMAINS:
+            pages.setdefault(p["id"].rsplit("#L", 1)[0], []).append(p)
+    out: dict[str, dict] = {}
+    for page_id, lines in sorted(pages.items()):
+        lines.sort(key=lambda p: int(p["id"].rsplit("#L", 1)[1]))
+        domain = lines[0]["domain"]
+        truth = domain_checks.check_page([p["truth"] for p in lines], domain)
+        read = domain_checks.check_page([{"text": p["pred"], "confidence": p["confidence"]} for p in lines], domain)
+        d = out.setdefault(domain, {"pages": 0, "agree": 0, "false_alarms": 0, "missed": 0})
+        d["pages"] += 1
+        d["agree"] += truth["ok"] == read["ok"]
+        d["false_alarms"] += truth["ok"] and not read["ok"]
+        d["missed"] += (not truth["ok"]) and read["ok"]
+    return out
 
 
 def classifier_metrics(preds: Sequence[dict], classes: Sequence[str] | None = None, top_k: int = 20, bins: int = 10) -> dict:
@@ -370,6 +396,9 @@ def summary_lines(m: dict) -> list[str]:
         for group in ("by_domain", "by_source"):
             for g, r in m[group].items():
                 out.append(f"  {group[3:]:<6} {g:<16} lines {r['lines']:>6}  CER {r['cer']:.4f}  WER {r['wer']:.4f}")
+        for dom, d in m.get("domain_checks", {}).items():
+            out.append(f"  domain checks, {dom}: {d['agree']}/{d['pages']} pages give the truth's verdict "
+                       f"({d['false_alarms']} false alarms, {d['missed']} missed)")
         subs = m["confusions"]["substitutions"][:8]
         if subs:
             out.append("top substitutions: " + ", ".join(f"{s['ref']!r}->{s['hyp']!r} x{s['count']}" for s in subs))

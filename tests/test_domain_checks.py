@@ -72,6 +72,9 @@ def test_prescription_known_misread_and_unknown_drugs():
     assert by_line[5]["status"] == "error" and "unknown drug" in by_line[5]["message"]
     assert 2 not in by_line and 6 not in by_line and 0 not in by_line  # sig, refills, patient: no drug
     assert not r["ok"] and r["summary"] == {"ok": 2, "warning": 1, "error": 1}
+    assert "confidence" not in by_line[5]["details"]
+    r2 = D.check_page([{"text": "Zorblaxin 50 mg", "confidence": 0.31}], "prescription")
+    assert r2["findings"][0]["details"]["confidence"] == 0.31
     # a custom lexicon
     assert D.check_page(["Zorblaxin 50 mg"], "prescription", drug_lexicon=["Zorblaxin"])["ok"]
     # multi-word and combination names

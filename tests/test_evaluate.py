@@ -37,8 +37,8 @@ def line_samples() -> list[Sample]:
     page = np.full((120, 300), 245, np.uint8)
     page[20:30, 20:200] = 10
     page[70:80, 20:250] = 10
-    out.append(Sample("page1", images.encode_png(page), "first\nsecond", "synth-pages", "homework", "test",
-                      lines=[{"text": "first", "bbox": [10, 10, 210, 40]}, {"text": "second", "bbox": [10, 60, 260, 90]}]))
+    out.append(Sample("page1", images.encode_png(page), "first\n2 + 2 = 5", "synth-pages", "homework", "test",
+                      lines=[{"text": "first", "bbox": [10, 10, 210, 40]}, {"text": "2 + 2 = 5", "bbox": [10, 60, 260, 90]}]))
     return out
 
 
@@ -68,6 +68,9 @@ def test_evaluate_line_model_writes_the_report(line_setup):
     assert m["by_domain"]["homework"]["lines"] == 3
     assert 0 <= m["overall"]["cer"] and m["overall"]["chars"] == sum(len(p["truth"]) for p in res.predictions)
     assert len(m["calibration"]["bins"]) == 8 or m["calibration"]["lines"] == 8
+    # the homework page's truth has a wrong sum planted; its reading either agrees or misses it
+    dc = m["domain_checks"]["homework"]
+    assert dc["pages"] == 1 and dc["false_alarms"] == 0 and dc["agree"] + dc["missed"] == 1
     saved = json.loads(open(root / "report" / "metrics.json").read())
     assert saved["overall"] == m["overall"] and saved["kind"] == "line"
     gallery = open(root / "report" / "error_gallery.png", "rb").read()
