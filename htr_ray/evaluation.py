@@ -136,15 +136,16 @@ def predict_local(rec, data_uri: str, split: str, limit: int | None = None, batc
 
 
 def _columns(data_uri: str, split: str) -> list[str]:
-    """The sample columns present in the shards (older shards may lack ``lines``)."""
+    """The sample columns present in the shards (older shards may lack ``lines``); reads only the
+    first shard's footer."""
     uris = shards.list_shards(data_uri, split)
     if not uris:
         raise FileNotFoundError(f"no shards under {storage.join(data_uri, split)}")
-    import io
-
     import pyarrow.parquet as pq
 
-    names = pq.ParquetFile(io.BytesIO(storage.read_bytes(uris[0]))).schema_arrow.names
+    fs, path = storage.pyarrow_filesystem(uris[0])
+    with fs.open_input_file(path) as fh:
+        names = pq.read_schema(fh).names
     return [c for c in ROW_COLUMNS if c in names]
 
 
