@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     ap.add_argument("--order", type=int, default=6)
     ap.add_argument("--beam-width", type=int, default=16)
     ap.add_argument("--lm-weight", type=float, default=0.5)
-    ap.add_argument("--oov-penalty", type=float, default=2.0)
+    ap.add_argument("--oov-penalty", type=float, default=None, help="default: 2.0 with an LM, 4.0 without")
     ap.add_argument("--char-bonus", type=float, default=None, help="default: 2.0 with an LM, 0.5 with a lexicon only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="work/bench/decode.json")

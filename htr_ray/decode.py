@@ -281,7 +281,9 @@ class BeamConfig:
     # added per emitted character, balancing the LM's and the lexicon penalty's preference for short
     # text; None = 2.0 with an LM, 0.5 with a lexicon only, 0 otherwise (tuned on IAM-OnDB val lines)
     char_bonus: float | None = None
-    oov_penalty: float = 2.0  # subtracted once per word that is not in the lexicon
+    # subtracted once per word that is not in the lexicon; None = 2.0 with an LM, 4.0 without (tuned on
+    # IAM-OnDB val lines)
+    oov_penalty: float | None = None
     lexicon_mode: str = "favour"  # or "constrain"
     nbest: int = 5  # candidates kept in Decoded.candidates
 
@@ -341,7 +343,8 @@ def beam_search(
         return Decoded("", 0.0, [])
     constrain = lexicon is not None and cfg.lexicon_mode == "constrain"
     lm_w = cfg.lm_weight if lm is not None else 0.0
-    oov = NEG_INF if constrain else -cfg.oov_penalty
+    oov_penalty = cfg.oov_penalty if cfg.oov_penalty is not None else (2.0 if lm is not None else 4.0)
+    oov = NEG_INF if constrain else -oov_penalty
     log_min = math.log(cfg.min_prob)
     log_skip = math.log(cfg.blank_skip)
     bonus = cfg.char_bonus

@@ -36,7 +36,7 @@ class EvaluateConfig:
     lm: str = config.field(None, help="character n-gram LM JSON (python -m htr_ray.lm) for beam search")
     beam_width: int = config.field(16, help="beam width")
     lm_weight: float = config.field(0.5, help="weight of the LM log-probability in the beam score")
-    oov_penalty: float = config.field(2.0, help="beam score penalty per word not in the lexicon")
+    oov_penalty: float = config.field(None, help="beam score penalty per word not in the lexicon (default: 2.0 with an LM, 4.0 without)")
     char_bonus: float = config.field(None, help="beam score bonus per character (default: 2.0 with an LM, 0.5 with a lexicon only)")
     lexicon_mode: str = config.field("favour", help="favour or constrain (only lexicon words)")
     limit: int = config.field(None, help="evaluate at most this many samples (rows)")
