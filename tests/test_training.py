@@ -1,0 +1,153 @@
+"""Training on real handwriting: a learning check, resume, fine-tuning with new characters, Ray Train
+with S3 as both data source and storage, and a worker killed mid-run.
+
+The data is a tiny slice of the real IAM-OnDB lines (the shortest ones, so steps are cheap), written
+as sample shards like every other data set of the project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+import torch
+
+from htr_ray import checkpoint, shards, storage
+from htr_ray.charset import Charset
+from htr_ray.train_loop import LocalContext, TrainConfig, fit, load_rows, run_local
+
+pytestmark = pytest.mark.timeout(1200)  # Ray start-up on a loaded 2-core machine is slow
+
+
+def _short_lines(shared_data, split: str, n: int, max_chars: int = 12) -> list[shards.Sample]:
+    rows = [r for r in load_rows(str(shared_data / "iam_ondb_lines"), split) if len(r["text"]) <= max_chars]
+    rows.sort(key=lambda r: r["id"])
+    return [shards.Sample(id=r["id"], image=r["image"], text=r["text"], source="iam_ondb", split=split)
+            for r in rows[:n]]
+
+
+@pytest.fixture(scope="module")
+def tiny_iam(shared_data, tmp_path_factory) -> str:
+    """48 short real lines as 'train' and the same lines again as 'val' (a memorisation check: a
+    model that learns nothing stays at CER 1.0), 24 others as 'test'."""
+    root = str(tmp_path_factory.mktemp("tiny_iam"))
+    train = _short_lines(shared_data, "train", 48)
+    val = [shards.Sample(**{**s.__dict__, "split": "val"}) for s in train]
+    test = _short_lines(shared_data, "test", 24)
+    shards.write_samples(root, train + val + test)
+    return root
+
+
+def _cfg(tmp_path, data, **kw) -> TrainConfig:
+    base = dict(model="crnn_small", data=[data], epochs=3, batch_size=8, lr=3e-3, warmup=0.05, augment=0.0,
+                threads=1, loader_threads=1, output=str(tmp_path / "run"), patience=50, test_split="")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_words(shared_data, tmp_path_factory) -> str:
+    """32 of the shortest real lines (one or two words), train = val: cheap enough to get a CTC model
+    past its all-blank plateau within a test's budget."""
+    root = str(tmp_path_factory.mktemp("tiny_words"))
+    train = _short_lines(shared_data, "train", 32, max_chars=7)
+    val = [shards.Sample(**{**s.__dict__, "split": "val"}) for s in train]
+    shards.write_samples(root, train + val)
+    return root
+
+
+def test_loss_falls_and_cer_improves_on_real_lines(tmp_path, tiny_words):
+    cfg = _cfg(tmp_path, tiny_words, epochs=30, lr=3e-3, batch_size=4)
+    summary = fit(cfg, LocalContext(cfg))
+    h = summary["history"]
+    assert len(h) == 30
+    assert h[0]["val_cer"] >= 0.95  # an untrained CTC model emits (almost) nothing
+    assert h[-1]["loss"] < 0.5 * h[0]["loss"], [e["loss"] for e in h]
+    assert min(e["val_cer"] for e in h) < 0.9, [e["val_cer"] for e in h]
+    assert summary["best_score"] == pytest.approx(min(e["val_cer"] for e in h), abs=1e-4)
+
+
+def test_rerun_resumes_and_keeps_the_best_few(tmp_path, tiny_iam):
+    cfg = _cfg(tmp_path, tiny_iam, epochs=2, keep=1, test_split="test")
+    first = run_local(cfg)
+    assert [e["epoch"] for e in first["history"]] == [1, 2]
+    cfg.epochs = 4
+    second = run_local(cfg)
+    # the history continues from the checkpoint: epochs 1-2 were not trained again
+    assert [e["epoch"] for e in second["history"]] == [1, 2, 3, 4]
+    dirs = sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("epoch-"))
+    assert "epoch-0004" in dirs and len(dirs) <= 2  # best one + the latest
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    meta = checkpoint.read_meta(best["best"])
+    assert meta["test_metrics"]["samples"] == 24 and "cer" in meta["test_metrics"]
+    assert meta["metrics"]["score"] == pytest.approx(second["best_score"])
+
+
+def test_fine_tuning_grows_the_charset(tmp_path, tiny_iam):
+    # a "pretrained" model that knows only some of the characters
+    cs = Charset("abcdefghijklmnopqrstuvwxyz ")
+    from htr_ray.models import build_model
+
+    model = build_model("crnn_small", num_classes=cs.num_ctc_classes)
+    init = str(tmp_path / "init")
+    checkpoint.save(init, model, {"charset": cs.to_json(), "metrics": {"score": 1.0}, "epoch": 0})
+    old_rows = model.classifier.weight.detach().clone()
+    cfg = _cfg(tmp_path, tiny_iam, epochs=1, init=init, lr=1e-9, clip=0.0)
+    fit(cfg, LocalContext(cfg))
+    best = LocalContext(cfg).latest_checkpoint()
+    tuned, meta = checkpoint.load(best)
+    grown = Charset.from_json(meta["charset"])
+    assert grown.as_string().startswith(cs.as_string()) and len(grown) > len(cs)
+    assert {".", "T"} & set(grown.as_string())  # capitals / punctuation of the real lines were added
+    assert tuned.classifier.out_features == grown.num_ctc_classes
+    # old classes keep their rows (lr ~ 0: unchanged apart from rounding)
+    assert torch.allclose(tuned.classifier.weight[: old_rows.shape[0]], old_rows, atol=1e-4)
+
+
+@pytest.fixture
+def s3_tiny(s3_bucket, tiny_iam) -> str:
+    dst = f"{s3_bucket}/data/tiny_iam"
+    storage.copy_tree(tiny_iam, dst)
+    return dst
+
+
+def test_ray_train_with_s3_data_and_storage(ray_local, s3_bucket, s3_tiny, tmp_path):
+    from htr_ray.training import run_ray
+
+    cfg = _cfg(tmp_path, s3_tiny, epochs=1, workers=2, cpus_per_worker=1, storage_path=f"{s3_bucket}/runs",
+               name=f"s3run-{uuid.uuid4().hex[:6]}", keep=2, test_split="test", max_failures=0, max_val=16)
+    summary = run_ray(cfg)
+    best = summary["best_checkpoint"]
+    assert best.startswith(f"{s3_bucket}/runs/{cfg.name}/"), best
+    model, meta = checkpoint.load(best)
+    assert meta["metrics"]["world_size"] == 2 and meta["data"]["train"] == [s3_tiny]
+    assert meta["test_metrics"]["samples"] == 24
+    # the epoch's samples were split between the workers, all of them seen once
+    assert meta["metrics"]["samples"] == 48
+    # run again with more epochs: resumes from the latest checkpoint on S3 (epoch 2 follows 1)
+    cfg.epochs = 2
+    again = run_ray(cfg)
+    assert again["metrics"]["epoch"] == 2
+    ts = checkpoint.load_train_state(f"{s3_bucket}/runs/{cfg.name}/epoch-0002")
+    assert [e["epoch"] for e in ts["history"]] == [1, 2]
+
+
+def test_killed_worker_is_replaced_and_training_finishes(ray_local, tiny_iam, tmp_path, monkeypatch):
+    from htr_ray.training import run_ray
+
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv("HTR_TEST_CRASH_EPOCH", "2")
+    monkeypatch.setenv("HTR_TEST_CRASH_MARKER", str(marker))
+    cfg = _cfg(tmp_path, tiny_iam, epochs=2, workers=2, cpus_per_worker=1, storage_path=str(tmp_path / "ray"),
+               name="crash", max_failures=2, max_val=16)
+    summary = run_ray(cfg)
+    assert marker.exists(), "the test hook did not fire"
+    assert summary["metrics"]["epoch"] == 2
+    # epoch 1 was not trained again after the restart: its checkpoint was restored
+    meta = checkpoint.read_meta(summary["best_checkpoint"])
+    ts = checkpoint.load_train_state(summary["best_checkpoint"]) or {}
+    epochs = [e["epoch"] for e in ts.get("history", [])]
+    assert epochs == sorted(set(epochs)) and epochs[0] == 1, epochs
+    assert meta["epoch"] in (1, 2, 3)
