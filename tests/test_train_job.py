@@ -62,14 +62,19 @@ def head():
     try:
         wait_for_port(dash, timeout=120)
         address = f"http://127.0.0.1:{dash}"
-        deadline = time.time() + 120
-        while True:  # the job API answers a little after the port opens
-            p = subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True, text=True, timeout=60)
-            if p.returncode == 0:
-                break
+        deadline = time.time() + 300
+        while True:  # the job API answers a little after the port opens (slowly on a loaded machine)
+            try:
+                p = subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True,
+                                   text=True, timeout=90)
+                if p.returncode == 0:
+                    break
+                err = p.stderr[-2000:]
+            except subprocess.TimeoutExpired:
+                err = "`ray job list` timed out"
             if time.time() > deadline or proc.poll() is not None:
-                pytest.fail(f"Ray head not ready: {p.stderr[-2000:]}\n{(tmp / 'head.log').read_text()[-3000:]}")
-            time.sleep(1)
+                pytest.fail(f"Ray head not ready: {err}\n{(tmp / 'head.log').read_text()[-3000:]}")
+            time.sleep(2)
         yield {"address": address, "env": env, "tmp": tmp}
     finally:
         if proc.poll() is None:
