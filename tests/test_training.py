@@ -81,7 +81,7 @@ def test_rerun_resumes_and_keeps_the_best_few(tmp_path, tiny_iam):
     assert "epoch-0004" in dirs and len(dirs) <= 2  # best one + the latest
     best = json.loads((tmp_path / "run" / "best.json").read_text())
     meta = checkpoint.read_meta(best["best"])
-    assert meta["test_metrics"]["samples"] == 24 and "cer" in meta["test_metrics"]
+    assert meta["test_metrics"]["samples"] == shards.count_rows(tiny_iam, "test") > 0 and "cer" in meta["test_metrics"]
     assert meta["metrics"]["score"] == pytest.approx(second["best_score"])
 
 
@@ -123,7 +123,7 @@ def test_ray_train_with_s3_data_and_storage(ray_local, s3_bucket, s3_tiny, tmp_p
     assert best.startswith(f"{s3_bucket}/runs/{cfg.name}/"), best
     model, meta = checkpoint.load(best)
     assert meta["metrics"]["world_size"] == 2 and meta["data"]["train"] == [s3_tiny]
-    assert meta["test_metrics"]["samples"] == 24
+    assert meta["test_metrics"]["samples"] == shards.count_rows(s3_tiny, "test") > 0
     # the epoch's samples were split between the workers, all of them seen once
     assert meta["metrics"]["samples"] == 48
     # run again with more epochs: resumes from the latest checkpoint on S3 (epoch 2 follows 1)
