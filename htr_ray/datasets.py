@@ -175,17 +175,23 @@ def iam_form_id(line_id: str) -> str:
     return re.sub(r"-\d+$", "", line_id)
 
 
+def _load_referenced_image(base: str, ref: str, where: str) -> tuple[str, "np.ndarray | IngestError"]:
+    """(uri, gray image or the error) for an image named in a label file or manifest; a relative
+    reference is resolved against the label file's folder."""
+    uri = ref if "://" in ref or os.path.isabs(ref) else storage.join(base, ref)
+    try:
+        return uri, images.decode_gray(storage.read_bytes(uri))
+    except storage.StorageError as exc:
+        return uri, IngestError("missing_file", where, str(exc))
+    except images.ImageError as exc:
+        return uri, IngestError(f"image_{exc.kind}", where, f"{ref}: {exc}")
+
+
 def read_iam(c: dict) -> Iterator[Sample | IngestError]:
     for lineno, line_id, rel, transcription in c["rows"]:
-        where = f"{c['labels']}:{lineno}"
-        uri = rel if "://" in rel or os.path.isabs(rel) else storage.join(c["base"], rel)
-        try:
-            gray = images.decode_gray(storage.read_bytes(uri))
-        except storage.StorageError as exc:
-            yield IngestError("missing_file", where, str(exc))
-            continue
-        except images.ImageError as exc:
-            yield IngestError(f"image_{exc.kind}", where, f"{rel}: {exc}")
+        _, gray = _load_referenced_image(c["base"], rel, f"{c['labels']}:{lineno}")
+        if isinstance(gray, IngestError):
+            yield gray
             continue
         split = split_by_group(iam_form_id(line_id), c["val_percent"])
         yield Sample(line_id, images.encode_png(gray), transcription, "iam-ondb", "generic", split)
@@ -359,14 +365,9 @@ def plan_manifest(input_uri: str, chunk: int, val_percent: int) -> tuple[list[di
 def read_manifest(c: dict) -> Iterator[Sample | IngestError]:
     for where, row in c["rows"]:
         ref = row["image"]
-        uri = ref if "://" in ref or os.path.isabs(ref) else storage.join(c["base"], ref)
-        try:
-            gray = images.decode_gray(storage.read_bytes(uri))
-        except storage.StorageError as exc:
-            yield IngestError("missing_file", where, str(exc))
-            continue
-        except images.ImageError as exc:
-            yield IngestError(f"image_{exc.kind}", where, f"{ref}: {exc}")
+        uri, gray = _load_referenced_image(c["base"], ref, where)
+        if isinstance(gray, IngestError):
+            yield gray
             continue
         split = row.get("split") or ""
         if split not in ("train", "val", "test"):

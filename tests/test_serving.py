@@ -20,6 +20,18 @@ from htr_ray.synth.render import LineGenerator
 from conftest import REPO, free_port
 
 
+def wait_healthy(base: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{base}/healthz never answered 200")
+
+
 @pytest.fixture(scope="module")
 def serve_app(ray_local, line_model):
     from ray import serve
@@ -31,14 +43,7 @@ def serve_app(ray_local, line_model):
     app = build_app({"model": line_model, "max_batch_size": 8, "batch_wait_timeout_s": 0.05})
     serve.run(app, name="htr", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
+    wait_healthy(url)
     yield url
     serve.delete("htr")
     serve.shutdown()
@@ -163,14 +168,7 @@ def test_api_key_and_overload(ray_local, line_model, line_images):
     serve.run(app, name="keyed", route_prefix="/keyed", blocking=False)
     http = serve.context._get_global_client().get_serve_details()["http_options"]
     base = f"http://{http['host']}:{http['port']}/keyed"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
+    wait_healthy(base)
     body = png(line_images[1])
     assert requests.post(f"{base}/v1/recognize", data=body, headers={"Content-Type": "image/png"}, timeout=60).status_code == 401
     assert requests.post(f"{base}/v1/recognize", data=body, timeout=60,
