@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/serve_load.py [--seconds 20] [--concurrency 1 8 32] [--model URI]
 
-For batching on (max_batch_size 16) and off (max_batch_size 1): at each concurrency, that many
+For batching on (max_batch_size 16; lines padded to a width bucket of 32 px, and of 8 px, the finer
+bucket letting fewer lines share a batch) and off (max_batch_size 1): at each concurrency, that many
 clients each send POST /v1/recognize, wait for the answer and send the next, for --seconds. Prints
 requests/s and p50/p95/p99 latency, and the latency of the same images through the recognizer
 called directly in this process (what Serve adds is the difference). Writes JSON.
@@ -68,6 +69,17 @@ def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float)
             "p99_ms": round(float(np.percentile(lat, 99)), 1)}
 
 
+def mean_batch_since(url: str, seen: dict[int, int]) -> float:
+    """Mean model batch size since the last call, from the batch-size counts of the replica that answers
+    /v1/stats (if autoscaling started a second one, of one of them); updates ``seen``."""
+    now = {int(k): v for k, v in requests.get(url.replace("/v1/recognize", "/v1/stats"), timeout=30)
+           .json()["batch_sizes"].items()}
+    delta = {k: v - seen.get(k, 0) for k, v in now.items() if v > seen.get(k, 0)}
+    seen.clear()
+    seen.update(now)
+    return sum(k * v for k, v in delta.items()) / max(1, sum(delta.values()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20)
@@ -101,16 +113,23 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/v1/recognize"
     results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
                "model": args.model, "direct_recognizer_ms_per_line": round(direct_ms, 1), "runs": []}
-    for label, batch in (("batching on (max_batch_size 16)", 16), ("batching off (max_batch_size 1)", 1)):
-        serve.run(build_app({"model": args.model, "max_batch_size": batch, "batch_wait_timeout_s": 0.01}),
+    modes = (("batching on, width bucket 32", 16, 32), ("batching on, width bucket 8", 16, 8),
+             ("batching off (max_batch_size 1)", 1, 32))
+    for label, batch, bucket in modes:
+        serve.run(build_app({"model": args.model, "max_batch_size": batch, "batch_wait_timeout_s": 0.01,
+                             "width_bucket": bucket}),
                   name="htr", route_prefix="/")
         closed_loop(url, bodies, 2, 3)  # warm-up
+        seen: dict[int, int] = {}
+        mean_batch_since(url, seen)  # count from here: not the warm-up's batches
         for c in args.concurrency:
             r = closed_loop(url, bodies, c, args.seconds)
             r["mode"] = label
+            r["mean_batch"] = mean_batch_since(url, seen)
             results["runs"].append(r)
             print(f"{label:<34} c={c:<3} {r['rps']:>7.1f} req/s  p50 {r['p50_ms']:>7.1f} ms  "
-                  f"p95 {r['p95_ms']:>7.1f} ms  p99 {r['p99_ms']:>7.1f} ms  errors {r['errors']}")
+                  f"p95 {r['p95_ms']:>7.1f} ms  p99 {r['p99_ms']:>7.1f} ms  mean batch {r['mean_batch']:>5.1f}  "
+                  f"errors {r['errors']}")
         serve.delete("htr")
     serve.shutdown()
     ray.shutdown()

@@ -59,7 +59,7 @@ class Recognizer:
 
     def __init__(self, model, meta: dict, device: str = "cpu", decoder: str = "greedy", lexicon=None, lm=None,
                  batch_size: int = 32, max_batch_pixels: int = 4_000_000, beam_options: dict | None = None,
-                 uri: str | None = None, exact_batches: bool = True):
+                 uri: str | None = None, exact_batches: bool = True, width_bucket: int = 32):
         import torch
 
         self.torch = torch
@@ -73,7 +73,10 @@ class Recognizer:
         if self.kind == "line":
             self.height = int(spec.get("height") or getattr(model, "input_height"))
             self.max_width = int(spec.get("max_width", 2048))
-            self.width_multiple = 8
+            # Every line is padded to a multiple of ``width_bucket`` pixels whatever batch it lands in, so
+            # its result never depends on its neighbours; a coarser bucket lets more lines share a batch
+            # (bench/serve_load.py) for a few frames of extra padding (CER effect in docs/decoding.md).
+            self.width_multiple = max(8, int(width_bucket))
         else:
             self.size = int(spec.get("size") or getattr(model, "input_size"))
         self.batch_size = max(1, int(batch_size))
@@ -144,9 +147,9 @@ class Recognizer:
     def _line_batches(self, xs: list[np.ndarray | None]) -> list[list[int]]:
         """Indices of usable lines grouped by width (sorted), each batch within the size limits.
 
-        With ``exact_batches`` (the default) a batch only holds lines of the same padded width, so a
-        line is read exactly as it would be alone (the bidirectional LSTM sees no extra padding): the
-        bulk job and Serve, which batch differently, give the same answer for the same image."""
+        With ``exact_batches`` (the default) a batch only holds lines of the same padded width (their
+        width rounded up to ``width_bucket``), so a line is read exactly as it would be alone: the bulk
+        job and Serve, which batch differently, give the same answer for the same image."""
         ok = [i for i, x in enumerate(xs) if x is not None]
         ok.sort(key=lambda i: xs[i].shape[1])
         m = self.width_multiple

@@ -60,10 +60,13 @@ class RecognizerDeployment:
     """Loads the recognizer once per replica; recognises line images in batches across requests."""
 
     def __init__(self, model: str, device: str = "cpu", decoder: str = "greedy", lexicon: str | None = None,
-                 lm: str | None = None, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.01):
+                 lm: str | None = None, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.01,
+                 width_bucket: int = 32):
         from .recognizer import Recognizer
 
-        self.recognizer = Recognizer.from_uri(model, device=device, decoder=decoder, lexicon=lexicon, lm=lm)
+        # width_bucket must match the bulk job's (both default to 32) for the same image to give the same text
+        self.recognizer = Recognizer.from_uri(model, device=device, decoder=decoder, lexicon=lexicon, lm=lm,
+                                              width_bucket=width_bucket)
         self.model = model
         self.batch_sizes: Counter = Counter()
         self.recognize_line.set_max_batch_size(max_batch_size)
@@ -227,7 +230,8 @@ class Ingress:
 
 def build_app(args: dict | None = None):
     """Application builder for ``serve run`` / ``serve deploy`` / RayService (``args`` from the
-    config file): model URI, device, decoder, lexicon, lm, max_batch_size, batch_wait_timeout_s."""
+    config file): model URI, device, decoder, lexicon, lm, max_batch_size, batch_wait_timeout_s,
+    width_bucket."""
     from .transcribe import DEFAULT_LINE_MODEL
 
     args = dict(args or {})

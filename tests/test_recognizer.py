@@ -69,7 +69,7 @@ def test_preprocessing_is_the_training_one(line_ckpt):
     model, meta = checkpoint.load(line_ckpt)
     g = line_images(1, seed=3)[0]
     x = images.normalize_line(g, meta["input"]["height"])
-    arr, widths = images.pad_batch([x], width_multiple=8)
+    arr, widths = images.pad_batch([x], width_multiple=rec.width_multiple)
     with torch.inference_mode():
         expected = model(torch.from_numpy(arr)).log_softmax(-1)[0, : int(model.output_lengths(widths)[0])].numpy()
     got, errors = rec.log_probs([g])
