@@ -86,14 +86,14 @@ class RecognizeBatch:
     """Ray Data callable class: loads the recogniser once per actor, reads batches of shard rows."""
 
     def __init__(self, model_uri: str, decoder: str = "greedy", lexicon=None, lm=None, threads: int = 1,
-                 beam_options: dict | None = None, device: str = "cpu"):
+                 beam_options: dict | None = None, device: str = "cpu", width_bucket: int = 32):
         import torch
 
         from htr_ray.recognizer import Recognizer
 
         torch.set_num_threads(max(1, threads))
         self.rec = Recognizer.from_uri(model_uri, device=device, decoder=decoder, lexicon=lexicon, lm=lm,
-                                       beam_options=beam_options)
+                                       beam_options=beam_options, width_bucket=width_bucket)
 
     def __call__(self, batch):  # a pyarrow.Table
         rows = batch.to_pylist()
@@ -151,7 +151,7 @@ def _columns(data_uri: str, split: str) -> list[str]:
 
 def predict_ray(model_uri: str, data_uri: str, split: str, decoder: str = "greedy", lexicon=None, lm=None,
                 actors: int = 2, batch_size: int = 128, limit: int | None = None,
-                beam_options: dict | None = None, device: str = "cpu") -> tuple[list[dict], float]:
+                beam_options: dict | None = None, device: str = "cpu", width_bucket: int = 32) -> tuple[list[dict], float]:
     """Predictions with Ray Data: read_parquet -> map_batches(RecognizeBatch) on an actor pool of up to
     ``actors`` recognisers (1 CPU each, or 1 GPU each when ``device`` is cuda)."""
     import ray
@@ -170,7 +170,7 @@ def predict_ray(model_uri: str, data_uri: str, split: str, decoder: str = "greed
     ds = ds.map_batches(
         RecognizeBatch,
         fn_constructor_kwargs={"model_uri": model_uri, "decoder": decoder, "lexicon": lexicon, "lm": lm,
-                               "beam_options": beam_options, "device": device},
+                               "beam_options": beam_options, "device": device, "width_bucket": width_bucket},
         batch_format="pyarrow",
         batch_size=int(batch_size),
         compute=ActorPoolStrategy(min_size=1, max_size=max(1, actors)),
@@ -306,12 +306,13 @@ class EvalResult:
 def evaluate(model: str, data: str, split: str = "test", report: str | None = None, decoder: str = "greedy",
              lexicon: str | None = None, lm: str | None = None, limit: int | None = None, use_ray: bool | None = None,
              ray_threshold: int = 20000, actors: int = 2, batch_size: int = 128, gallery: int = 24,
-             beam_options: dict | None = None, device: str = "cpu") -> EvalResult:
-    """Evaluate checkpoint ``model`` on ``data``/``split`` and (with ``report``) write the report files."""
-    from htr_ray import checkpoint
+             beam_options: dict | None = None, device: str = "cpu", width_bucket: int = 32) -> EvalResult:
+    """Evaluate checkpoint (or exported model dir) ``model`` on ``data``/``split`` and (with ``report``)
+    write the report files."""
+    from htr_ray import checkpoint, export
     from htr_ray.recognizer import Recognizer
 
-    meta = checkpoint.read_meta(model)
+    meta = export.read_meta(model) if export.is_exported(model) else checkpoint.read_meta(model)
     kind = meta.get("kind", "line")
     n_rows = shards.count_rows(data, split)
     if n_rows == 0:
@@ -322,16 +323,17 @@ def evaluate(model: str, data: str, split: str = "test", report: str | None = No
     if use_ray:
         preds, model_seconds = predict_ray(model, data, split, decoder, lexicon, lm, actors=actors,
                                            batch_size=batch_size, limit=limit, beam_options=beam_options,
-                                           device=device)
+                                           device=device, width_bucket=width_bucket)
     else:
-        rec = Recognizer.from_uri(model, device=device, decoder=decoder, lexicon=lexicon, lm=lm, beam_options=beam_options)
+        rec = Recognizer.from_uri(model, device=device, decoder=decoder, lexicon=lexicon, lm=lm,
+                                  beam_options=beam_options, width_bucket=width_bucket)
         preds, model_seconds = predict_local(rec, data, split, limit=limit)
     wall = time.perf_counter() - t0
     preds.sort(key=lambda p: p["id"])
     errors = [p for p in preds if p.get("error")]
     result: dict[str, Any] = {
         "model": model, "architecture": meta.get("architecture"), "kind": kind, "data": data, "split": split,
-        "decoder": "beam" if (lexicon or lm) else decoder, "lexicon": lexicon, "lm": lm,
+        "decoder": "beam" if (lexicon or lm) else decoder, "lexicon": lexicon, "lm": lm, "width_bucket": width_bucket,
         "samples": len(preds), "unreadable": len(errors),
         "unreadable_examples": [{"id": p["id"], "error": p["error"]} for p in errors[:20]],
         "ray": bool(use_ray),

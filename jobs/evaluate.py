@@ -46,6 +46,7 @@ class EvaluateConfig:
     batch_size: int = config.field(128, help="rows per Ray Data batch")
     gallery: int = config.field(24, help="how many worst samples the error gallery shows")
     device: str = config.field("cpu", help="torch device for in-process evaluation")
+    width_bucket: int = config.field(32, help="line models: pad each line's width up to a multiple of this (pixels); lines of one bucket share a batch")
 
 
 def main(argv=None) -> int:
@@ -57,7 +58,8 @@ def main(argv=None) -> int:
             "char_bonus": cfg.char_bonus, "lexicon_mode": cfg.lexicon_mode}
     res = evaluate(cfg.model, cfg.data, split=cfg.split, report=cfg.report, decoder=cfg.decoder, lexicon=cfg.lexicon,
                    lm=cfg.lm, limit=cfg.limit, use_ray=cfg.ray, ray_threshold=cfg.ray_threshold, actors=cfg.actors,
-                   batch_size=cfg.batch_size, gallery=cfg.gallery, beam_options=beam, device=cfg.device)
+                   batch_size=cfg.batch_size, gallery=cfg.gallery, beam_options=beam, device=cfg.device,
+                   width_bucket=cfg.width_bucket)
     print("\n".join(summary_lines(res.metrics)))
     assert res.metrics["samples"] == len(res.predictions)
     return 0

@@ -195,3 +195,20 @@ def test_bulk_stage_reads_pages_with_an_exported_model(line_model, exported, iam
     assert [r["status"] for r in got] == [r["status"] for r in ref]
     assert [[ln["text"] for ln in r["lines"]] for r in got] == [[ln["text"] for ln in r["lines"]] for r in ref]
     assert len(got[0]["lines"]) >= 2
+
+
+def test_evaluate_takes_an_exported_directory(line_model, exported, iam_lines, tmp_path):
+    """jobs/evaluate.py reads the model's metadata from an exported directory as from a checkpoint:
+    same texts and the same CER as the checkpoint on the same shard."""
+    from htr_ray import shards
+    from htr_ray.evaluation import evaluate
+
+    imgs, texts = iam_lines
+    root = str(tmp_path / "shards")
+    shards.write_samples(root, [shards.Sample(id=f"l{i:02d}", image=images.encode_png(g), text=t, source="iam_ondb",
+                                              split="test") for i, (g, t) in enumerate(zip(imgs[:8], texts[:8]))])
+    ref = evaluate(line_model, root, split="test", use_ray=False)
+    got = evaluate(exported["onnx-fp32"], root, split="test", use_ray=False)
+    assert got.metrics["samples"] == ref.metrics["samples"] == 8
+    assert [p["pred"] for p in got.predictions] == [p["pred"] for p in ref.predictions]
+    assert got.metrics["overall"]["cer"] == pytest.approx(ref.metrics["overall"]["cer"])
