@@ -44,6 +44,9 @@ STATE_FILE = "train_state.pt"
 
 def input_spec(model) -> dict:
     """How to turn an image into this model's input (what the recognizer must do)."""
+    if getattr(model, "kind", "line") == "word_kind":
+        return {"function": "htr_ray.printed.word_input", "height": int(model.input_height),
+                "width": int(model.input_width), "ink": 1.0, "dtype": "float32", "layout": "N1HW"}
     if getattr(model, "kind", "line") == "char":
         return {"function": "htr_ray.images.normalize_char", "size": int(model.input_size), "ink": 1.0,
                 "dtype": "float32", "layout": "N1HW"}

@@ -4,9 +4,10 @@ The bulk job (``htr_ray.transcribe``) and the HTTP endpoint (``htr_ray.serving``
 functions, so a page gives the same lines and text in both. Ray-free.
 
 A result row (DESIGN.md): ``uri``, ``page`` (0-based), ``pages`` (pages in the file), ``status``
-(``ok`` or ``error``), ``error_kind``, ``error``, ``text`` (lines joined by newlines), ``lines``
-(``{text, confidence, bbox}``, bbox in the input page's pixels), ``model``, ``seconds``, ``width``,
-``height``, ``angle`` (deskew rotation, degrees).
+(``ok`` or ``error``), ``error_kind``, ``error``, ``text`` (the handwritten lines joined by newlines),
+``lines`` (``{text, confidence, bbox, printed}``, bbox in the input page's pixels; ``printed`` marks the
+pieces a printed-text filter (:mod:`htr_ray.printed`) took for form print: they are read and kept, but
+left out of ``text``), ``model``, ``seconds``, ``width``, ``height``, ``angle`` (deskew rotation, degrees).
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ class PageJob:
     angle: float
     size: tuple[int, int]  # (width, height) of the page as given
     seconds: float = 0.0
+    printed: list[bool] | None = None  # per box, when a printed-text filter has split the lines
+
+
+def split_printed(job: PageJob, printed_filter) -> PageJob:
+    """Cut each line box into its printed and handwritten pieces (:meth:`htr_ray.printed.PrintedFilter.split_lines`)
+    and flag them, in place. The pieces cover every word of the line: nothing is dropped here."""
+    boxes, flags = [], []
+    for (x0, y0, x1, y1), pieces in zip(job.boxes, printed_filter.split_lines([segment.crop(job.gray, b) for b in job.boxes])):
+        for a, b, printed in pieces:
+            boxes.append([x0 + a, y0, x0 + b, y1])
+            flags.append(bool(printed))
+    job.boxes, job.printed = boxes, flags
+    return job
 
 
 def error_row(uri: str, kind: str, message: str, page: int = 0, pages: int = 1, model: str = "") -> dict:
@@ -44,9 +58,10 @@ def error_row(uri: str, kind: str, message: str, page: int = 0, pages: int = 1, 
 
 
 def prepare_pages(uri: str, data: bytes | None, read_error: str | None = None,
-                  max_pixels: int = images.DEFAULT_MAX_PIXELS) -> list[PageJob | dict]:
-    """Decode every page of one scan and find its lines. Whatever cannot be read becomes an error row
-    (a dict), so the caller gets at least one item per input: inputs in = rows out."""
+                  max_pixels: int = images.DEFAULT_MAX_PIXELS, printed_filter=None) -> list[PageJob | dict]:
+    """Decode every page of one scan and find its lines (split into printed and handwritten pieces
+    when a ``printed_filter`` is given). Whatever cannot be read becomes an error row (a dict), so the
+    caller gets at least one item per input: inputs in = rows out."""
     if read_error is not None:
         return [error_row(uri, "read_error", read_error)]
     started = time.time()
@@ -58,8 +73,11 @@ def prepare_pages(uri: str, data: bytes | None, read_error: str | None = None,
     for i, gray in enumerate(decoded):
         t0 = time.time()
         seg = segment.segment_page(gray)
-        out.append(PageJob(uri, i, len(decoded), seg.page, seg.boxes, seg.angle, (gray.shape[1], gray.shape[0]),
-                           seconds=(t0 - started) / len(decoded) + time.time() - t0))
+        job = PageJob(uri, i, len(decoded), seg.page, seg.boxes, seg.angle, (gray.shape[1], gray.shape[0]))
+        if printed_filter is not None:
+            split_printed(job, printed_filter)
+        job.seconds = (t0 - started) / len(decoded) + time.time() - t0
+        out.append(job)
     return out
 
 
@@ -93,22 +111,24 @@ def recognize_pages(jobs: Sequence[PageJob], recognizer, model_name: str = "") -
         if res.error:
             continue
         lines_of[j].append({"text": res.text, "confidence": float(res.confidence),
-                            "bbox": to_input_coordinates(job.boxes[b], job.angle, job.size)})
+                            "bbox": to_input_coordinates(job.boxes[b], job.angle, job.size),
+                            "printed": bool(job.printed[b]) if job.printed else False})
     rows = []
     for job, lines in zip(jobs, lines_of):
         kept = [ln for ln in lines if ln["text"].strip()]
         rows.append({
             "uri": job.uri, "page": job.page, "pages": job.pages, "status": "ok", "error_kind": "", "error": "",
-            "text": "\n".join(ln["text"] for ln in kept), "lines": kept, "model": model_name,
+            "text": "\n".join(ln["text"] for ln in kept if not ln["printed"]), "lines": kept, "model": model_name,
             "seconds": round(job.seconds + per_line * len(job.boxes), 4),
             "width": job.size[0], "height": job.size[1], "angle": round(job.angle, 3),
         })
     return rows
 
 
-def transcribe_bytes(data: bytes, recognizer, uri: str = "upload", model_name: str = "") -> list[dict]:
+def transcribe_bytes(data: bytes, recognizer, uri: str = "upload", model_name: str = "",
+                     printed_filter=None) -> list[dict]:
     """One scan's bytes -> result rows (one per page), errors included: the single-process path."""
-    prepared = prepare_pages(uri, data)
+    prepared = prepare_pages(uri, data, printed_filter=printed_filter)
     jobs = [p for p in prepared if isinstance(p, PageJob)]
     rows = [p for p in prepared if isinstance(p, dict)]
     return rows + recognize_pages(jobs, recognizer, model_name)
@@ -128,8 +148,11 @@ def score_page(truth: Sequence[dict], found: Sequence[dict], iou_threshold: floa
     holds a printed label beside the handwriting, hence the low threshold). A truth line with no
     partner counts all its characters as deleted. Found lines with no partner (printed form text,
     stray marks) are counted as ``extra`` but not charged: the ground truth covers handwriting only.
+    Lines flagged ``printed`` are left out: what a user reads as the page's handwriting is scored.
     """
     from .metrics import char_errors
+
+    found = [f for f in found if not f.get("printed")]
 
     pairs = segment.match_boxes([t["bbox"] for t in truth], [f["bbox"] for f in found], threshold=iou_threshold)
     errors = chars = 0

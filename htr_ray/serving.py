@@ -157,9 +157,13 @@ class _Known:
                   ray_actor_options={"num_cpus": 0.5})
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, recognizer, model: str = "", api_key: str | None = None):
+    def __init__(self, recognizer, model: str = "", api_key: str | None = None, printed_filter: str | None = None):
+        from .printed import PrintedFilter
+
         self.recognizer = recognizer
         self.model = model
+        # the bulk job's printed-text filter (tiny, CPU): /v1/transcribe splits lines exactly as it does
+        self.printed_filter = PrintedFilter.from_uri(printed_filter) if printed_filter else None
         # production: HTR_API_KEY from a secret in the replica's environment; tests may pass it
         self.api_key = api_key or os.environ.get("HTR_API_KEY") or None
 
@@ -212,6 +216,8 @@ class Ingress:
                 seg = segment.segment_page(gray)
                 job = pages.PageJob("upload", i, len(decoded), seg.page, seg.boxes, seg.angle,
                                     (gray.shape[1], gray.shape[0]))
+                if self.printed_filter is not None:
+                    pages.split_printed(job, self.printed_filter)
                 crops = [segment.crop(job.gray, b) for b in job.boxes]
                 results = await self._recognize_many(crops) if crops else []
                 row = pages.recognize_pages([job], _Known(results), self.model)[0]
@@ -231,11 +237,13 @@ class Ingress:
 def build_app(args: dict | None = None):
     """Application builder for ``serve run`` / ``serve deploy`` / RayService (``args`` from the
     config file): model URI, device, decoder, lexicon, lm, max_batch_size, batch_wait_timeout_s,
-    width_bucket."""
+    width_bucket, printed_filter (checkpoint URI; default the shipped one, "none" to read lines whole)."""
+    from .printed import DEFAULT_FILTER
     from .transcribe import DEFAULT_LINE_MODEL
 
     args = dict(args or {})
     model = args.pop("model", None) or DEFAULT_LINE_MODEL
     api_key = args.pop("api_key", None)
+    printed_filter = args.pop("printed_filter", DEFAULT_FILTER)
     recognizer = RecognizerDeployment.bind(model, **args)
-    return Ingress.bind(recognizer, model, api_key)
+    return Ingress.bind(recognizer, model, api_key, None if printed_filter in (None, "", "none") else printed_filter)

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LINE_MODEL = os.environ.get(
     "HTR_LINE_MODEL", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "iam_line_crnn_small"))
 
-LINE_TYPE = pa.struct([("text", pa.string()), ("confidence", pa.float32()), ("bbox", pa.list_(pa.int32()))])
+LINE_TYPE = pa.struct([("text", pa.string()), ("confidence", pa.float32()), ("bbox", pa.list_(pa.int32())),
+                       ("printed", pa.bool_())])
 RESULT_SCHEMA = pa.schema([
     ("uri", pa.string()), ("page", pa.int32()), ("pages", pa.int32()), ("status", pa.string()),
     ("error_kind", pa.string()), ("error", pa.string()), ("text", pa.string()), ("lines", pa.list_(LINE_TYPE)),
@@ -44,7 +45,7 @@ RESULT_SCHEMA = pa.schema([
 ])
 # Between the segment stage and the recogniser: a result row plus the deskewed page and its boxes.
 PAGE_SCHEMA = pa.schema(list(RESULT_SCHEMA) + [
-    ("pixels", pa.binary()), ("boxes", pa.list_(pa.list_(pa.int32()))),
+    ("pixels", pa.binary()), ("boxes", pa.list_(pa.list_(pa.int32()))), ("printed", pa.list_(pa.bool_())),
 ])
 
 
@@ -63,6 +64,7 @@ class TranscribeConfigCore:
     flush_seconds: float = 20.0
     progress_seconds: float = 10.0
     max_pixels: int = 100_000_000
+    printed_filter: str | None = None  # URI of a word_kind checkpoint (htr_ray.printed); None: no split
 
 
 @dataclass
@@ -90,24 +92,27 @@ class Summary:
 # ------------------------------------------------------------------------------------ Ray Data stages
 
 
-def _read_and_segment(batch: pa.Table, max_pixels: int) -> pa.Table:
+def _read_and_segment(batch: pa.Table, max_pixels: int, printed_filter: str | None = None) -> pa.Table:
     """Task stage: one row per input URI in, one row per page out (or one error row)."""
+    from .printed import load_cached
+
+    flt = load_cached(printed_filter) if printed_filter else None
     rows = []
     for uri in batch.column("uri").to_pylist():
         try:
             data, err = storage.read_bytes(uri), None
         except storage.StorageError as exc:
             data, err = None, str(exc)
-        for item in pages.prepare_pages(uri, data, err, max_pixels=max_pixels):
+        for item in pages.prepare_pages(uri, data, err, max_pixels=max_pixels, printed_filter=flt):
             if isinstance(item, dict):
-                rows.append({**item, "pixels": b"", "boxes": []})
+                rows.append({**item, "pixels": b"", "boxes": [], "printed": None})
             else:
                 h, w = item.gray.shape
                 rows.append({
                     "uri": item.uri, "page": item.page, "pages": item.pages, "status": "pending", "error_kind": "",
                     "error": "", "text": "", "lines": [], "model": "", "seconds": item.seconds,
                     "width": item.size[0], "height": item.size[1], "angle": item.angle,
-                    "pixels": item.gray.tobytes(), "boxes": item.boxes,
+                    "pixels": item.gray.tobytes(), "boxes": item.boxes, "printed": item.printed,
                     # the deskewed page keeps the input's size (rotation is in place)
                 })
     return pa.Table.from_pylist(rows, schema=PAGE_SCHEMA)
@@ -127,13 +132,13 @@ class RecognizeStage:
         jobs, job_rows, out = [], [], []
         for r in rows:
             if r["status"] != "pending":
-                r.pop("pixels"), r.pop("boxes")
+                r.pop("pixels"), r.pop("boxes"), r.pop("printed")
                 r["model"] = self.model_name
                 out.append(r)
                 continue
             gray = np.frombuffer(r["pixels"], np.uint8).reshape(r["height"], r["width"])
             jobs.append(pages.PageJob(r["uri"], r["page"], r["pages"], gray, r["boxes"], r["angle"],
-                                      (r["width"], r["height"]), r["seconds"]))
+                                      (r["width"], r["height"]), r["seconds"], r["printed"]))
         try:
             out.extend(pages.recognize_pages(jobs, self.recognizer, self.model_name))
         except Exception as exc:  # a model failure on this batch: error rows, not a lost batch
@@ -249,7 +254,7 @@ def _execute(cfg: TranscribeConfigCore, todo: list[str], summary: Summary, on_pr
     device = "cuda" if cfg.gpus_per_worker > 0 else "cpu"
     ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=min(len(todo), 200))
     ds = ds.map_batches(_read_and_segment, batch_size=1, batch_format="pyarrow",
-                        fn_kwargs={"max_pixels": cfg.max_pixels})
+                        fn_kwargs={"max_pixels": cfg.max_pixels, "printed_filter": cfg.printed_filter})
     ds = ds.map_batches(
         RecognizeStage,
         fn_constructor_kwargs={"model": cfg.model, "device": device, "decoder": cfg.decoder,

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from htr_ray import config, domain_checks, images, pages, storage  # noqa: E402
+from htr_ray.printed import DEFAULT_FILTER  # noqa: E402
 from htr_ray.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, committed_rows, run  # noqa: E402
 
 
@@ -35,6 +36,7 @@ class DemoConfig:
     workdir: str = config.field(str(REPO / "work" / "demo"), help="where the archive and the results are written")
     model: str = config.field(DEFAULT_LINE_MODEL, help="line recognizer checkpoint URI")
     workers: int = config.field(2, help="recognizer actors")
+    printed_filter: str = config.field(DEFAULT_FILTER, help="printed-text filter checkpoint URI ('none': read lines whole)")
 
 
 def generate_archive(cfg: DemoConfig) -> dict[str, dict]:
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
     ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     core = TranscribeConfigCore(input=storage.join(cfg.workdir, "archive"), output=output, model=cfg.model,
-                                workers=cfg.workers, batch_size=4)
+                                workers=cfg.workers, batch_size=4,
+                                printed_filter=None if cfg.printed_filter in ("", "none") else cfg.printed_filter)
     summary = run(core, on_progress=lambda m: print("   " + m))
     ray.shutdown()
     s = summary.as_dict()
@@ -84,12 +87,13 @@ def main(argv=None) -> int:
         d = per_domain[t["domain"]]
         d["pages"] += 1
         found = row["lines"] if row and row["status"] == "ok" else []
+        handwritten = [ln for ln in found if not ln.get("printed")]
         score = pages.score_page(t["lines"], found)
         d["errors"] += score["errors"]
         d["chars"] += score["chars"]
         d["missed"] += score["missed"]
         d["lines"] += score["lines"]
-        checks = domain_checks.check_page(found, t["domain"])
+        checks = domain_checks.check_page(handwritten, t["domain"])
         d["flags"] += sum(f["status"] != "ok" for f in checks["findings"])
         if example is None and t["domain"] == "cheque":
             example = (uri, found, checks)
@@ -104,8 +108,8 @@ def main(argv=None) -> int:
     if example:
         uri, found, checks = example
         print(f"\n   e.g. {uri}:")
-        for ln in found[:8]:
-            print(f"     {ln['confidence']:.2f}  {ln['text']}")
+        for ln in found[:10]:
+            print(f"     {ln['confidence']:.2f}  {'[printed] ' if ln.get('printed') else ''}{ln['text']}")
         print(f"     checks: {json.dumps(checks['summary'])}")
     print(f"\nresults: {output}/parts/*.parquet|.jsonl, summary {output}/_summary.json "
           f"({time.time() - started:.0f}s in all)")

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without install
 
 from htr_ray import config  # noqa: E402
+from htr_ray.printed import DEFAULT_FILTER  # noqa: E402
 from htr_ray.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, run  # noqa: E402
 
 
@@ -37,6 +38,7 @@ class TranscribeConfig:
     flush_pages: int = config.field(200, help="commit a result part after this many pages (a killed run redoes at most this many)")
     flush_seconds: float = config.field(20.0, help="... or after this many seconds")
     max_pixels: int = config.field(100_000_000, help="refuse images with more pixels than this (decompression bombs)")
+    printed_filter: str = config.field(DEFAULT_FILTER, help="printed-text filter checkpoint URI: form print is read, flagged and kept out of the page text ('none': read lines whole)")
     address: str = config.field(None, help="Ray address (default: the cluster this job runs on, or a new local one)")
 
 
@@ -51,6 +53,8 @@ def main(argv=None) -> int:
 
     ray.init(address=cfg.address, logging_level=logging.WARNING)
     core = TranscribeConfigCore(**{k: v for k, v in config.to_dict(cfg).items() if k != "address"})
+    if core.printed_filter in ("", "none"):
+        core.printed_filter = None
     summary = run(core)
     s = summary.as_dict()
     print(f"transcribed {s['objects']} files ({s['skipped_done']} already done): {s['pages']} pages, "

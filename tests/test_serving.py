@@ -82,9 +82,15 @@ def test_transcribe_page_matches_the_bulk_job_path(serve_app, line_model):
     resp = requests.post(f"{serve_app}/v1/transcribe", data=png(page), headers={"Content-Type": "image/png"}, timeout=120)
     assert resp.status_code == 200, resp.text
     served = resp.json()["pages"][0]
-    bulk = pages.transcribe_bytes(png(page), Recognizer.from_uri(line_model))[0]
+    from htr_ray.printed import DEFAULT_FILTER, PrintedFilter
+
+    # Serve applies the shipped printed-text filter by default, as the bulk job does
+    bulk = pages.transcribe_bytes(png(page), Recognizer.from_uri(line_model),
+                                  printed_filter=PrintedFilter.from_uri(DEFAULT_FILTER))[0]
     assert served["text"] == bulk["text"]
     assert [ln["bbox"] for ln in served["lines"]] == [ln["bbox"] for ln in bulk["lines"]]
+    assert [ln["printed"] for ln in served["lines"]] == [ln["printed"] for ln in bulk["lines"]]
+    assert any(ln["printed"] for ln in served["lines"]) and not all(ln["printed"] for ln in served["lines"])
 
 
 def test_concurrent_requests_are_batched(serve_app, line_images):

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from htr_ray import images, pages, storage, transcribe
+from htr_ray.printed import DEFAULT_FILTER, PrintedFilter
 from htr_ray.synth.pages import PageGenerator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +94,8 @@ def read_rows(output: str) -> list[dict]:
 def test_bulk_job_on_s3_rows_equal_inputs_and_errors_where_planted(ray_local, s3_bucket, generated_pages, line_model):
     expect = upload_archive(f"{s3_bucket}/scans", generated_pages)
     cfg = transcribe.TranscribeConfigCore(input=f"{s3_bucket}/scans", output=f"{s3_bucket}/out", model=line_model,
-                                          workers=1, batch_size=4, max_pixels=50_000_000)
+                                          workers=1, batch_size=4, max_pixels=50_000_000,
+                                          printed_filter=DEFAULT_FILTER)
     summary = transcribe.run(cfg, on_progress=lambda msg: None)
     rows = read_rows(f"{s3_bucket}/out")
     assert summary.not_scans == 1 and summary.inputs == len(expect)
@@ -174,9 +176,11 @@ def test_single_process_path_gives_the_bulk_job_rows(tmp_path, generated_pages, 
     path = tmp_path / "page.png"
     path.write_bytes(png(generated_pages[0].image))
     stage = transcribe.RecognizeStage(line_model, "cpu", "greedy", None, None)
-    bulk = stage(transcribe._read_and_segment(pa.table({"uri": [str(path)]}), 100_000_000)).to_pylist()
-    direct = pages.transcribe_bytes(path.read_bytes(), stage.recognizer, uri=str(path), model_name=line_model)
+    bulk = stage(transcribe._read_and_segment(pa.table({"uri": [str(path)]}), 100_000_000, DEFAULT_FILTER)).to_pylist()
+    direct = pages.transcribe_bytes(path.read_bytes(), stage.recognizer, uri=str(path), model_name=line_model,
+                                    printed_filter=PrintedFilter.from_uri(DEFAULT_FILTER))
     assert len(bulk) == len(direct) == 1 and direct[0]["status"] == "ok"
     assert bulk[0]["text"] == direct[0]["text"] and direct[0]["text"]
     assert [ln["bbox"] for ln in bulk[0]["lines"]] == [ln["bbox"] for ln in direct[0]["lines"]]
+    assert [ln["printed"] for ln in bulk[0]["lines"]] == [ln["printed"] for ln in direct[0]["lines"]]
     assert [round(ln["confidence"], 4) for ln in bulk[0]["lines"]] == [round(ln["confidence"], 4) for ln in direct[0]["lines"]]

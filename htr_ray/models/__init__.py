@@ -4,7 +4,7 @@ checkpoint's ``model.json`` (``{"architecture": name, "params": {...}}``) is eno
     from htr_ray.models import build_model
     model = build_model("crnn_small", num_classes=charset.num_ctc_classes)
 
-Two kinds of model (``model.kind``):
+Three kinds of model (``model.kind``):
 
 - ``"line"``: CTC text-line recognizers (:mod:`.crnn`). Input ``(N, 1, H, W)`` float32, ink = 1, exactly
   :func:`htr_ray.images.normalize_line` at ``model.input_height`` padded by
@@ -12,6 +12,8 @@ Two kinds of model (``model.kind``):
   ``model.output_lengths(widths)`` maps true input widths to valid frame counts.
 - ``"char"``: isolated-character classifiers (:mod:`.char_cnn`). Input ``(N, 1, S, S)`` from
   :func:`htr_ray.images.normalize_char` at ``model.input_size``; ``forward`` returns logits ``(N, C)``.
+- ``"word_kind"``: the printed-vs-handwritten word classifier of :mod:`htr_ray.printed` (input from
+  :func:`htr_ray.printed.word_input`, ``(N, 1, input_height, input_width)``; logits ``(N, 2)``).
 
 Every model built here carries ``model.architecture`` (its registry name) and ``model.params`` (the
 keyword arguments it was built with), which :mod:`htr_ray.checkpoint` writes out.

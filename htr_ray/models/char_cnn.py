@@ -50,3 +50,23 @@ def char_cnn(**params) -> CharCNN:
 def char_cnn_hanzi(**params) -> CharCNN:
     """48 px classifier for Chinese characters, ~0.3 M parameters."""
     return CharCNN(**params)
+
+
+class WordKindCNN(CharCNN):
+    """Printed or handwritten? One word (or word group) of a text line, normalised to ``height`` like a
+    line and cut or padded to ``width`` (:func:`htr_ray.printed.word_input`); logits over
+    ``["handwritten", "printed"]``. The same stages as :class:`CharCNN`: global average pooling makes
+    it indifferent to the rectangular input."""
+
+    kind = "word_kind"
+
+    def __init__(self, num_classes: int = 2, height: int = 32, width: int = 128, channels: Sequence[int] = (16, 32, 64),
+                 dropout: float = 0.2):
+        super().__init__(num_classes, size=height, channels=channels, dropout=dropout)
+        self.input_width = width
+
+
+@register("word_kind_cnn", height=32, width=128, channels=[16, 32, 64], dropout=0.2)
+def word_kind_cnn(**params) -> WordKindCNN:
+    """Printed-vs-handwritten word classifier, ~0.07 M parameters."""
+    return WordKindCNN(**params)

@@ -42,6 +42,9 @@ class PageSample:
     split: str
     font: str
     meta: dict = field(default_factory=dict)
+    # with ``PageGenerator.sample(i, with_masks=True)``: where the printed and the handwritten ink are
+    # (uint8 0/1, pixels of ``image``), the labels for training the printed-text filter
+    masks: dict | None = None
 
     @property
     def text(self) -> str:
@@ -162,6 +165,9 @@ class _Page:
             m = cv2.getPerspectiveTransform(src, (src + jitter).astype(np.float32)) @ m
         bed = float(rng.uniform(150, 240))
         img = cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=bed)
+        self.masks = {name: cv2.warpPerspective(layer, m, (w, h), flags=cv2.INTER_NEAREST)
+                      for name, layer in (("printed", (printed < 0.6).astype(np.uint8)),
+                                          ("hand", (self.hand > 0.3).astype(np.uint8)))}
         for line in self.lines:
             x0, y0, x1, y1 = line["bbox"]
             corners = np.float32([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]])
@@ -344,7 +350,7 @@ class PageGenerator:
         self.latin = full or reg.faces_for(fs, "latin")
         self.cjk = reg.faces_for(fs, "cjk")
 
-    def sample(self, index: int) -> PageSample:
+    def sample(self, index: int, with_masks: bool = False) -> PageSample:
         rng = render.sample_rng(self.seed, index, 10 + {"train": 0, "val": 1, "test": 2}.get(self.split, 3))
         domain = self.domains[int(rng.integers(len(self.domains)))]
         layout, (w, h) = LAYOUTS[domain]
@@ -360,7 +366,8 @@ class PageGenerator:
         else:
             raise RuntimeError(f"could not lay out page {index} ({domain})")
         img = page.finish()
-        return PageSample(img, page.lines, domain, self.split, face.name, meta={"cjk_font": cjk.name if cjk else None})
+        return PageSample(img, page.lines, domain, self.split, face.name, meta={"cjk_font": cjk.name if cjk else None},
+                          masks=page.masks if with_masks else None)
 
 
 def render_page(domain: str | None = None, seed: int = 0, index: int = 0, split: str = "train") -> tuple[np.ndarray, list[dict]]:
