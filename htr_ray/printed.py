@@ -62,7 +62,7 @@ def word_spans(gray: np.ndarray, gap_factor: float = 0.5) -> list[tuple[int, int
     return [(max(0, a - pad), min(w, b + pad)) for a, b in spans]
 
 
-def drop_specks(ink: np.ndarray, min_area: int = 4) -> np.ndarray:
+def drop_specks(ink: np.ndarray, min_area: int = 10) -> np.ndarray:
     """The ink mask without components smaller than ``min_area`` pixels (scan noise), so that specks
     neither bridge two words nor make words of their own."""
     import cv2
@@ -287,7 +287,7 @@ def remeasure(output: str, threshold: float, test_pages: int, seed: int, iam: st
     metrics = {**meta.get("metrics", {}), **measure(flt, test_pages, seed + 1, iam)}
     keep = {k: v for k, v in meta.items() if k not in ("format", "architecture", "params", "kind", "input", "created")}
     checkpoint.save(output, model, {**keep, "threshold": threshold, "metrics": metrics,
-                                    "command": f"{meta.get('command', '')} && {command}".strip(" &")})
+                                    "command": f"{meta.get('command', '').split(' && ')[0]} && {command}".strip(" &")})
     return metrics
 
 

@@ -29,15 +29,34 @@ class Segmentation:
 
 
 def binarize(gray: np.ndarray) -> np.ndarray:
-    """Ink mask (uint8 0/1). Adaptive (local) threshold so that shadows and uneven scans do not turn
-    into ink, combined with a global Otsu bound so that paper texture does not either."""
+    """Ink mask (uint8 0/1): pixels clearly darker than their local background (so that shadows, page
+    edges and uneven scans do not turn into ink), within a global Otsu bound (nor paper texture)."""
     h, w = gray.shape
     block = max(15, (min(h, w) // 30) | 1)
     smooth = cv2.GaussianBlur(gray, (3, 3), 0)
-    local = cv2.adaptiveThreshold(smooth, 1, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY_INV, block, 12)
+    # local background = the gray closed with a disc wider than any stroke: pen strokes vanish from it,
+    # shadows, page edges and the scanner bed do not, so only strokes stand out against it
+    background = cv2.morphologyEx(smooth, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (block, block)))
+    # the contrast a stroke needs grows with the scan's noise (robust sigma of the fine detail)
+    detail = gray.astype(np.int16) - smooth.astype(np.int16)
+    sigma = 1.4826 * float(np.median(np.abs(detail))) if detail.size else 0.0
+    local = (background.astype(np.int16) - smooth.astype(np.int16)) > max(25.0, 4.0 * sigma)
     otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     # a generous global bound: only pixels clearly darker than the paper can be ink
     return (local & (smooth < min(otsu + 25, 235))).astype(np.uint8)
+
+
+def drop_border_ink(ink: np.ndarray) -> np.ndarray:
+    """Drop ink connected to the image border: the scanner bed, a dark page edge or a shadow band. Left
+    in, what remains of it after rule removal is a column of fragments that joins every text row."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    h, w = ink.shape
+    x, y, bw, bh = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    touches = (x <= 0) | (y <= 0) | (x + bw >= w) | (y + bh >= h)
+    touches[0] = False  # background
+    if not touches.any():
+        return ink
+    return np.where(touches[labels], 0, ink).astype(ink.dtype)
 
 
 def remove_rules(ink: np.ndarray) -> np.ndarray:
@@ -224,12 +243,12 @@ def segment_page(gray: np.ndarray, deskew: bool = True, pad: float = 0.15) -> Se
     h, w = gray.shape
     scale = min(1.0, WORK_WIDTH / max(w, 1))
     work = cv2.resize(gray, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else gray
-    ink = remove_rules(binarize(work))
+    ink = remove_rules(drop_border_ink(binarize(work)))
     angle = estimate_skew(ink) if deskew else 0.0
     if abs(angle) >= 0.2:
         gray = rotate(gray, angle)
         work = rotate(work, angle)
-        ink = remove_rules(binarize(work))
+        ink = remove_rules(drop_border_ink(binarize(work)))
     else:
         angle = 0.0
     boxes, char_h = find_lines(ink)
