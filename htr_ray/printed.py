@@ -278,6 +278,22 @@ def train(output: str, pages: int = 240, val_pages: int = 40, epochs: int = 6, s
     return metrics
 
 
+def sweep(flt: PrintedFilter, pages: int, seed: int, iam: str | None,
+          thresholds: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)) -> list[dict]:
+    """Accuracy and per-class recall on generated **val** pages, and the share of IAM-OnDB **val**-form
+    words called printed, per threshold: the data the threshold is chosen on (never the test data)."""
+    crops, labels = generated_words(pages, "val", seed)
+    p = flt.printed_probability(crops)
+    real = flt.printed_probability(iam_words(iam, "val", 1500)) if iam else None
+    rows = []
+    for t in thresholds:
+        pred = p >= t
+        rows.append({"threshold": t, "val_words": int(len(labels)), "accuracy": float((pred == labels.astype(bool)).mean()),
+                     "printed_recall": float(pred[labels == 1].mean()), "handwritten_recall": float((~pred[labels == 0]).mean()),
+                     "iam_val_called_printed": float((real >= t).mean()) if real is not None else None})
+    return rows
+
+
 def remeasure(output: str, threshold: float, test_pages: int, seed: int, iam: str | None, command: str) -> dict:
     """Set a trained filter's threshold (chosen on validation data) and measure it again, in place."""
     from . import checkpoint
@@ -303,10 +319,17 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold", type=float, default=0.5, help="P(printed) from which a word is printed")
     ap.add_argument("--remeasure", action="store_true",
                     help="do not train: set --threshold on the filter at --output and measure it again")
+    ap.add_argument("--sweep", action="store_true",
+                    help="do not train: print the filter's val figures per threshold (to choose --threshold)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     iam = args.iam if args.iam and os.path.exists(os.path.join(args.iam, "labels.tsv")) else None
     command = "python -m htr_ray.printed " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.sweep:
+        flt = PrintedFilter.from_uri(args.output)
+        for r in sweep(flt, 15, args.seed + 5, iam):
+            print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
+        return 0
     if args.remeasure:
         m = remeasure(args.output, args.threshold, args.test_pages, args.seed, iam, command.strip())
     else:
