@@ -127,11 +127,16 @@ class PrintedFilter:
         words = [c[:, a:b] for c, sp in zip(crops, spans) for a, b in sp]
         probs = self.printed_probability(words)
         out, k = [], 0
-        for sp in spans:
+        for crop, sp in zip(crops, spans):
+            flags = [bool(p >= self.threshold) for p in probs[k:k + len(sp)]]
+            k += len(sp)
+            # a short word (a digit, a sign, a fragment) says little on its own: where both kinds are
+            # on the line, it takes the kind of the nearest word at least as wide as the line is tall
+            wide = [i for i, (a, b) in enumerate(sp) if b - a >= crop.shape[0]]
+            if wide and len({flags[i] for i in range(len(sp))}) > 1:
+                flags = [f if i in wide else flags[min(wide, key=lambda j: abs(j - i))] for i, f in enumerate(flags)]
             pieces: list[list] = []
-            for a, b in sp:
-                printed = bool(probs[k] >= self.threshold)
-                k += 1
+            for (a, b), printed in zip(sp, flags):
                 if pieces and pieces[-1][2] == printed:
                     pieces[-1][1] = b
                 else:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # The shipped English line recognizer (models/ beside the package in a checkout or the image).
 DEFAULT_LINE_MODEL = os.environ.get(
-    "HTR_LINE_MODEL", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "iam_line_crnn_small"))
+    "HTR_LINE_MODEL", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "en_line_crnn_small"))
 
 LINE_TYPE = pa.struct([("text", pa.string()), ("confidence", pa.float32()), ("bbox", pa.list_(pa.int32())),
                        ("printed", pa.bool_())])

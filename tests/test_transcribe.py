@@ -23,10 +23,10 @@ from htr_ray.printed import DEFAULT_FILTER, PrintedFilter
 from htr_ray.synth.pages import PageGenerator
 
 REPO = Path(__file__).resolve().parents[1]
-# Honest bound for the shipped model on generated pages of unseen (test) fonts, whole pipeline
-# (segmentation misses and printed labels merged into a line are charged). Measured 0.60 with the
-# shipped model, which was trained on IAM-OnDB lines only (no synthetic fonts yet): a known domain gap.
-PAGE_CER_BOUND = float(os.environ.get("HTR_TEST_PAGE_CER_BOUND", "0.70"))
+# Honest bound for the shipped model on generated pages of unseen (test) fonts, whole pipeline with the
+# printed-text filter (segmentation misses are charged in full). Measured 0.391 on these 6 pages
+# (2026-11-21, models/en_line_crnn_small); 0.305 over 30 pages in bench/page_quality.py.
+PAGE_CER_BOUND = float(os.environ.get("HTR_TEST_PAGE_CER_BOUND", "0.45"))
 
 
 def png(gray: np.ndarray) -> bytes:
