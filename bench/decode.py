@@ -165,6 +165,8 @@ def main(argv=None) -> int:
     ap.add_argument("--char-bonus", type=float, default=None, help="default: 2.0 with an LM, 0.5 with a lexicon only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="work/bench/decode.json")
+    ap.add_argument("--save-lm", help="only write the LM of IAM-OnDB train-form text (no test-form trigram) "
+                                      "to this JSON path, and its text beside it (.txt), then stop")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -172,6 +174,11 @@ def main(argv=None) -> int:
     # are left out too (IAM-OnDB forms of different writers can copy the same LOB text)
     test_trigrams = set().union(*[_trigrams(t) for t in iam_lines("test")])
     iam_train = [t for t in iam_lines("train") if not (_trigrams(t) & test_trigrams)]
+    if args.save_lm:
+        CharNgramLM.train(iam_train, order=args.order).save(args.save_lm)
+        Path(args.save_lm).with_suffix(".txt").write_text("\n".join(iam_train) + "\n", encoding="utf-8")
+        print(f"wrote {args.save_lm}: order {args.order}, {len(iam_train)} lines of train forms")
+        return 0
     train_text = iam_train + prescription_lines(20000, seed=1000 + args.seed)
     if args.lm_text:
         train_text = Path(args.lm_text).read_text(encoding="utf-8").splitlines()
