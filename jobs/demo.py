@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     print("3. scoring against the handwritten ground truth")
     rows = {r["uri"]: r for r in committed_rows(output, columns=("uri", "status", "text", "lines", "error"))}
     per_domain = defaultdict(lambda: {"errors": 0, "chars": 0, "pages": 0, "missed": 0, "lines": 0, "flags": 0})
-    example = None
+    examples = []
     for uri, t in sorted(truth.items()):
         row = rows.get(uri)
         d = per_domain[t["domain"]]
@@ -95,8 +95,7 @@ def main(argv=None) -> int:
         d["lines"] += score["lines"]
         checks = domain_checks.check_page(handwritten, t["domain"])
         d["flags"] += sum(f["status"] != "ok" for f in checks["findings"])
-        if example is None and t["domain"] == "cheque":
-            example = (uri, found, checks)
+        examples.append((score["errors"] / max(score["chars"], 1), uri, found, checks))
     print(f"   {'domain':<14}{'pages':>6}{'lines':>7}{'missed':>8}{'CER':>8}{'check flags':>13}")
     total_e = total_c = 0
     for domain, d in sorted(per_domain.items()):
@@ -105,11 +104,16 @@ def main(argv=None) -> int:
     print(f"   {'all':<14}{sum(d['pages'] for d in per_domain.values()):>6}"
           f"{sum(d['lines'] for d in per_domain.values()):>7}{sum(d['missed'] for d in per_domain.values()):>8}"
           f"{total_e / max(total_c, 1):>8.3f}")
-    if example:
-        uri, found, checks = example
-        print(f"\n   e.g. {uri}:")
-        for ln in found[:10]:
-            print(f"     {ln['confidence']:.2f}  {'[printed] ' if ln.get('printed') else ''}{ln['text']}")
+    if examples:
+        # a typical page: the one whose CER is nearest the archive's
+        overall = total_e / max(total_c, 1)
+        cer, uri, found, checks = min(examples, key=lambda e: abs(e[0] - overall))
+        print(f"\n   e.g. {uri} (CER {cer:.3f}):")
+        hand = [ln for ln in found if not ln.get("printed")]
+        for ln in hand[:8]:
+            print(f"     {ln['confidence']:.2f}  {ln['text']}")
+        print(f"     (+ {len(found) - len(hand)} pieces of form print, flagged printed: "
+              + ", ".join(repr(ln["text"]) for ln in found if ln.get("printed") and ln["confidence"] > 0.9)[:120] + ")")
         print(f"     checks: {json.dumps(checks['summary'])}")
     print(f"\nresults: {output}/parts/*.parquet|.jsonl, summary {output}/_summary.json "
           f"({time.time() - started:.0f}s in all)")
