@@ -3,7 +3,8 @@
     .venv/bin/python bench/transcribe.py --pages 24 --workers 2 [--model URI] [--json out.json]
 
 Same generated pages, same model, same cores:
-  1. single process: decode -> segment -> recognise, page after page (htr_ray.pages.transcribe_bytes);
+  1. single process: decode -> segment -> printed filter -> recognise, page after page
+     (htr_ray.pages.transcribe_bytes), as the job runs by default (--filter none: lines whole);
   2. the Ray Data job (htr_ray.transcribe.run) on a local Ray with --workers recognizer actors;
   3. the bound: FLOPs of the recognizer per line (counted on the real line crops of these pages)
      against the GFLOP/s of a large fp32 matmul measured in this run on all cores.
@@ -28,6 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from htr_ray import images, pages, segment  # noqa: E402
+from htr_ray.printed import DEFAULT_FILTER, PrintedFilter  # noqa: E402
 from htr_ray.recognizer import Recognizer  # noqa: E402
 from htr_ray.synth.pages import PageGenerator  # noqa: E402
 from htr_ray.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, run  # noqa: E402
@@ -71,6 +73,7 @@ def main() -> int:
     ap.add_argument("--pages", type=int, default=24)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--model", default=DEFAULT_LINE_MODEL)
+    ap.add_argument("--filter", default=DEFAULT_FILTER, help="printed-text filter URI, or none")
     ap.add_argument("--json", default=str(REPO / "work" / "bench" / "transcribe.json"))
     args = ap.parse_args()
 
@@ -83,8 +86,10 @@ def main() -> int:
 
     torch.set_num_threads(os.cpu_count() or 1)
     rec = Recognizer.from_uri(args.model)
+    filter_uri = None if args.filter in ("", "none") else args.filter
+    flt = PrintedFilter.from_uri(filter_uri) if filter_uri else None
     t = time.perf_counter()
-    rows = [r for data in scans for r in pages.transcribe_bytes(data, rec)]
+    rows = [r for data in scans for r in pages.transcribe_bytes(data, rec, printed_filter=flt)]
     single_s = time.perf_counter() - t
     n_lines = sum(len(r["lines"]) for r in rows)
     boxes = sum(len(segment.segment_page(images.decode_gray(d)).boxes) for d in scans[:4])
@@ -94,7 +99,7 @@ def main() -> int:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     cfg = TranscribeConfigCore(input=str(workdir / "in"), output=str(workdir / "out"), model=args.model,
-                               workers=args.workers, batch_size=4)
+                               workers=args.workers, batch_size=4, printed_filter=filter_uri)
     t = time.perf_counter()
     summary = run(cfg, on_progress=lambda m: None)
     ray_s = time.perf_counter() - t
@@ -109,7 +114,7 @@ def main() -> int:
     bound_lps = gflops * 1e9 / flops
     result = {
         "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "pages": args.pages, "lines": n_lines, "workers": args.workers, "model": args.model,
+        "pages": args.pages, "lines": n_lines, "workers": args.workers, "model": args.model, "filter": filter_uri,
         "single_process": {"seconds": round(single_s, 2), "pages_per_s": round(args.pages / single_s, 2),
                            "lines_per_s": round(n_lines / single_s, 1)},
         "ray_data_job": {"seconds": round(ray_s, 2), "pages_per_s": round(summary.pages / ray_s, 2),

@@ -12,6 +12,7 @@ left out of ``text``), ``model``, ``seconds``, ``width``, ``height``, ``angle`` 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -20,6 +21,8 @@ import cv2
 import numpy as np
 
 from . import images, segment, storage
+
+log = logging.getLogger(__name__)
 
 SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 MIN_PAGE_SIDE = 16  # smaller than this cannot hold a line of handwriting
@@ -42,9 +45,15 @@ class PageJob:
 
 def split_printed(job: PageJob, printed_filter) -> PageJob:
     """Cut each line box into its printed and handwritten pieces (:meth:`htr_ray.printed.PrintedFilter.split_lines`)
-    and flag them, in place. The pieces cover every word of the line: nothing is dropped here."""
+    and flag them, in place. The pieces cover every word of the line: nothing is dropped here. Should
+    the filter fail on a page, its lines stay whole and unflagged (logged): the page is still read."""
+    try:
+        split = printed_filter.split_lines([segment.crop(job.gray, b) for b in job.boxes])
+    except Exception:  # a filter fault must not cost the page its transcription
+        log.exception("printed-text filter failed on %s page %d; lines kept whole", job.uri, job.page)
+        return job
     boxes, flags = [], []
-    for (x0, y0, x1, y1), pieces in zip(job.boxes, printed_filter.split_lines([segment.crop(job.gray, b) for b in job.boxes])):
+    for (x0, y0, x1, y1), pieces in zip(job.boxes, split):
         for a, b, printed in pieces:
             boxes.append([x0 + a, y0, x0 + b, y1])
             flags.append(bool(printed))

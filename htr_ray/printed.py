@@ -6,13 +6,15 @@ address). The line recognizer reads both; only the handwriting is what the archi
 
 So every found line is cut into words at wide column gaps (:func:`word_spans`), a small CNN
 (``word_kind_cnn``, :mod:`htr_ray.models.char_cnn`) says of each word whether it is printed, and
-neighbouring words of one kind are joined again (:meth:`PrintedFilter.split_line`). The page assembly
+neighbouring words of one kind are joined again (:meth:`PrintedFilter.split_lines`). The page assembly
 (:mod:`htr_ray.pages`) reads every piece and flags the printed ones; nothing is dropped.
 
 The classifier is trained on generated pages, whose printed and handwritten ink are known pixel by
 pixel, cut exactly as at inference time (the real segmenter, then :func:`word_spans`):
 
-    python -m htr_ray.printed --output models/printed_filter      # about 4 minutes on 2 cores
+    python -m htr_ray.printed --output models/printed_filter      # ~30 min on 2 busy cores
+    python -m htr_ray.printed --sweep                             # val figures per threshold
+    python -m htr_ray.printed --remeasure --threshold 0.8         # set it, measure on test
 
 Its accuracy on pages in unseen handwriting fonts, and how many words of real IAM-OnDB handwriting it
 would wrongly call printed, are written into the checkpoint's ``model.json`` (``metrics``).
@@ -28,6 +30,7 @@ import sys
 import time
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from . import images, segment
@@ -65,8 +68,6 @@ def word_spans(gray: np.ndarray, gap_factor: float = 0.5) -> list[tuple[int, int
 def drop_specks(ink: np.ndarray, min_area: int = 10) -> np.ndarray:
     """The ink mask without components smaller than ``min_area`` pixels (scan noise), so that specks
     neither bridge two words nor make words of their own."""
-    import cv2
-
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
     keep = np.zeros(n, np.uint8)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
@@ -191,21 +192,16 @@ def generated_words(n_pages: int, split: str, seed: int) -> tuple[list[np.ndarra
 
 
 def iam_words(data: str, split: str, limit: int) -> list[np.ndarray]:
-    """Word crops of real IAM-OnDB lines (all handwritten): what the filter must not call printed."""
-    from .datasets import iam_form_id, split_by_group
+    """Word crops of real IAM-OnDB lines (all handwritten) of one split, read by the training loop's own
+    loader (split by form): what the filter must not call printed."""
+    from .train_loop import load_rows
 
-    root = os.path.abspath(data)
     crops: list[np.ndarray] = []
-    with open(os.path.join(root, "labels.tsv"), encoding="utf-8") as f:
-        next(f)
-        for line in f:
-            line_id, rel, _ = line.rstrip("\n").split("\t")[:3]
-            if split_by_group(iam_form_id(line_id)) != split:
-                continue
-            gray = images.decode_gray(open(os.path.join(root, rel), "rb").read())
-            crops += [gray[:, a:b] for a, b in word_spans(gray)]
-            if len(crops) >= limit:
-                break
+    for row in load_rows(data, split):
+        gray = images.decode_gray(row["image"])
+        crops += [gray[:, a:b] for a, b in word_spans(gray)]
+        if len(crops) >= limit:
+            break
     return crops[:limit]
 
 

@@ -96,3 +96,20 @@ def test_page_text_leaves_print_out_and_keeps_every_piece(flt, line_model):
     before = pages.score_page(page.lines, plain["lines"])
     after = pages.score_page(page.lines, split["lines"])
     assert after["errors"] / after["chars"] <= before["errors"] / before["chars"]
+
+
+def test_a_failing_filter_costs_no_page(line_model):
+    """Should the filter raise on a page, the page is still read with its lines whole: rows out = pages in."""
+    from htr_ray.recognizer import Recognizer
+
+    class Broken:
+        def split_lines(self, crops):
+            raise RuntimeError("filter fault")
+
+    rec = Recognizer.from_uri(line_model)
+    data = images.encode_png(PageGenerator(seed=4, split="test", domains=["cheque"]).sample(0).image)
+    plain = pages.transcribe_bytes(data, rec)
+    got = pages.transcribe_bytes(data, rec, printed_filter=Broken())
+    assert len(got) == 1 and got[0]["status"] == "ok"
+    assert [ln["text"] for ln in got[0]["lines"]] == [ln["text"] for ln in plain[0]["lines"]]
+    assert not any(ln["printed"] for ln in got[0]["lines"])
