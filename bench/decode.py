@@ -32,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from htr_ray import metrics  # noqa: E402
-from htr_ray.decode import BeamConfig, Lexicon, beam_search, greedy  # noqa: E402
-from htr_ray.lm import CharNgramLM  # noqa: E402
+from htr_ray.evaluation import metrics# noqa: E402
+from htr_ray.recognition.decode import BeamConfig, Lexicon, beam_search, greedy# noqa: E402
+from htr_ray.recognition.lm import CharNgramLM# noqa: E402
 
 CONFUSABLE = {
     "a": "oeu", "o": "a0e", "e": "ca", "c": "eo", "l": "1it", "i": "lj1", "t": "lf", "n": "urm", "u": "nv",
@@ -80,7 +80,7 @@ def simulate(text: str, charset: str, rng: np.random.Generator, confuse: float =
 
 
 def iam_lines(split: str) -> list[str]:
-    from htr_ray.synth.texts import _iam_labels_path, iam_form_split
+    from htr_ray.data.synth.texts import _iam_labels_path, iam_form_split
 
     out = []
     with open(_iam_labels_path(), encoding="utf-8") as fh:
@@ -98,14 +98,14 @@ def _trigrams(text: str) -> set[tuple[str, ...]]:
 
 
 def prescription_lines(n: int, seed: int) -> list[str]:
-    from htr_ray.synth.texts import drug_line, sig_line
+    from htr_ray.data.synth.texts import drug_line, sig_line
 
     rng = np.random.default_rng(seed)
     return [drug_line(rng) if k % 2 == 0 else sig_line(rng) for k in range(n)]
 
 
 def lexicon_words(lines: list[str]) -> list[str]:
-    from htr_ray.synth.texts import DRUGS, FORMS, FREQS, ROUTES
+    from htr_ray.data.synth.texts import DRUGS, FORMS, FREQS, ROUTES
 
     words = {w.strip(".,;:!?\"'()") for ln in lines for w in ln.split()}
     words |= set(DRUGS) | set(FORMS) | set(ROUTES) | {w for f in FREQS for w in f.split()}
@@ -192,9 +192,9 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
 
     if args.model:
-        from htr_ray import shards
-        from htr_ray.evaluation import expand_row
-        from htr_ray.recognizer import Recognizer
+        from htr_ray.io import shards
+        from htr_ray.evaluation.evaluate import expand_row
+        from htr_ray.recognition.recognizer import Recognizer
 
         rec = Recognizer.from_uri(args.model)
         charset = "".join(rec.charset)

@@ -3,7 +3,7 @@ TorchScript, ONNX Runtime): lines/s, latency and CER on held-out IAM-OnDB lines.
 
     python bench/export.py --model models/line_en --data work/shards/iam --lines 300 --threads 2
 
-Every variant runs through :class:`htr_ray.recognizer.Recognizer` end to end (pre-processing, model,
+Every variant runs through :class:`htr_ray.recognition.recognizer.Recognizer` end to end (pre-processing, model,
 greedy CTC decoding), on the same lines, after one warm-up pass:
 
 - batch 1: one ``recognize([line])`` call per line (latency = per call);
@@ -30,8 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from htr_ray import export, images, metrics, shards, storage  # noqa: E402
-from htr_ray.recognizer import Recognizer  # noqa: E402
+from htr_ray.recognition import export
+from htr_ray.io import images, shards, storage
+from htr_ray.evaluation import metrics# noqa: E402
+from htr_ray.recognition.recognizer import Recognizer# noqa: E402
 
 VARIANTS = [  # name, backend, quantize, onnx ops quantised
     ("torch fp32", "torch", None, None),

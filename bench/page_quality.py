@@ -5,7 +5,7 @@ and without the printed-text filter, through the single-process path the bulk jo
 
 Per domain: handwritten lines in the ground truth, recall of those lines at IoU >= 0.5 among the boxes
 the reader ends up with (segmenter boxes; with the filter, its handwritten pieces), and the page CER
-(:func:`htr_ray.pages.score_page`: matched lines' character errors + every character of a missed
+(:func:`htr_ray.pages.reader.score_page`: matched lines' character errors + every character of a missed
 line, over the truth's characters; what the filter flags as printed is not part of the page text).
 """
 
@@ -23,11 +23,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from htr_ray import images, pages, segment  # noqa: E402
-from htr_ray.printed import DEFAULT_FILTER, PrintedFilter  # noqa: E402
-from htr_ray.recognizer import Recognizer  # noqa: E402
-from htr_ray.synth.pages import PAGE_DOMAINS, PageGenerator  # noqa: E402
-from htr_ray.transcribe import DEFAULT_LINE_MODEL  # noqa: E402
+from htr_ray.io import images
+from htr_ray.pages import reader as pages
+from htr_ray.layout import segment# noqa: E402
+from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter# noqa: E402
+from htr_ray.recognition.recognizer import Recognizer# noqa: E402
+from htr_ray.data.synth.pages import PAGE_DOMAINS, PageGenerator# noqa: E402
+from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL# noqa: E402
 
 
 def main() -> int:

@@ -27,8 +27,9 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-from htr_ray import datasets, images, storage  # noqa: E402
-from htr_ray.transcribe import DEFAULT_LINE_MODEL  # noqa: E402
+from htr_ray.data import datasets
+from htr_ray.io import images, storage# noqa: E402
+from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL# noqa: E402
 
 
 def held_out_lines(data_dir: Path, n: int) -> list[bytes]:
@@ -90,7 +91,7 @@ def main() -> int:
     args = ap.parse_args()
 
     bodies = held_out_lines(Path(args.data), 64)
-    from htr_ray.recognizer import Recognizer
+    from htr_ray.recognition.recognizer import Recognizer
 
     rec = Recognizer.from_uri(args.model)
     grays = [images.decode_gray(b) for b in bodies]
@@ -103,7 +104,7 @@ def main() -> int:
     import ray
     from ray import serve
 
-    from htr_ray.serving import build_app
+    from htr_ray.distributed.serve import build_app
 
     ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     with socket.socket() as s:

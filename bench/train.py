@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from htr_ray import shards  # noqa: E402
-from htr_ray.train_loop import TrainConfig, fit, LocalContext, load_rows  # noqa: E402
+from htr_ray.io import shards# noqa: E402
+from htr_ray.training.loop import TrainConfig, fit, LocalContext, load_rows# noqa: E402
 
 
 def main(argv=None) -> int:
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     if args.workers:
         import ray
 
-        from htr_ray.training import run_ray
+        from htr_ray.distributed.train import run_ray
 
         if not ray.is_initialized():
             ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False,

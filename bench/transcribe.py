@@ -4,8 +4,8 @@
 
 Same generated pages, same model, same cores:
   1. single process: decode -> segment -> printed filter -> recognise, page after page
-     (htr_ray.pages.transcribe_bytes), as the job runs by default (--filter none: lines whole);
-  2. the Ray Data job (htr_ray.transcribe.run) on a local Ray with --workers recognizer actors;
+     (htr_ray.pages.reader.transcribe_bytes), as the job runs by default (--filter none: lines whole);
+  2. the Ray Data job (htr_ray.distributed.transcribe.run) on a local Ray with --workers recognizer actors;
   3. the bound: FLOPs of the recognizer per line (counted on the real line crops of these pages)
      against the GFLOP/s of a large fp32 matmul measured in this run on all cores.
 Prints a table and writes JSON.
@@ -28,11 +28,13 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from htr_ray import images, pages, segment  # noqa: E402
-from htr_ray.printed import DEFAULT_FILTER, PrintedFilter  # noqa: E402
-from htr_ray.recognizer import Recognizer  # noqa: E402
-from htr_ray.synth.pages import PageGenerator  # noqa: E402
-from htr_ray.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, run  # noqa: E402
+from htr_ray.io import images
+from htr_ray.pages import reader as pages
+from htr_ray.layout import segment# noqa: E402
+from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter# noqa: E402
+from htr_ray.recognition.recognizer import Recognizer# noqa: E402
+from htr_ray.data.synth.pages import PageGenerator# noqa: E402
+from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, run# noqa: E402
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:

@@ -22,9 +22,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from htr_ray import config, domain_checks, images, pages, storage  # noqa: E402
-from htr_ray.printed import DEFAULT_FILTER  # noqa: E402
-from htr_ray.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, committed_rows, run  # noqa: E402
+from htr_ray import config
+from htr_ray.evaluation import domain_checks
+from htr_ray.io import images, storage
+from htr_ray.pages import reader as pages# noqa: E402
+from htr_ray.layout.printed import DEFAULT_FILTER# noqa: E402
+from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, committed_rows, run# noqa: E402
 
 
 @dataclass
@@ -40,7 +43,7 @@ class DemoConfig:
 
 
 def generate_archive(cfg: DemoConfig) -> dict[str, dict]:
-    from htr_ray.synth.pages import PAGE_DOMAINS, PageGenerator
+    from htr_ray.data.synth.pages import PAGE_DOMAINS, PageGenerator
 
     truth = {}
     gens = {d: PageGenerator(seed=cfg.seed, split="test", domains=[d]) for d in PAGE_DOMAINS}

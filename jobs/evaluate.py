@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
-from htr_ray import config  # noqa: E402
+from htr_ray import config# noqa: E402
 
 
 @dataclass
@@ -52,7 +52,7 @@ class EvaluateConfig:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = config.from_args(EvaluateConfig, argv)
-    from htr_ray.evaluation import evaluate, summary_lines
+    from htr_ray.evaluation.evaluate import evaluate, summary_lines
 
     beam = {"beam_width": cfg.beam_width, "lm_weight": cfg.lm_weight, "oov_penalty": cfg.oov_penalty,
             "char_bonus": cfg.char_bonus, "lexicon_mode": cfg.lexicon_mode}

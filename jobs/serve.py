@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from htr_ray import config  # noqa: E402
+from htr_ray import config# noqa: E402
 
 
 @dataclass

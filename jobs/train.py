@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from htr_ray import config  # noqa: E402
-from htr_ray.train_loop import TrainConfig, run_local  # noqa: E402
+from htr_ray import config# noqa: E402
+from htr_ray.training.loop import TrainConfig, run_local# noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     if cfg.local:
         summary = run_local(cfg)
     else:
-        from htr_ray.training import run_ray
+        from htr_ray.distributed.train import run_ray
 
         summary = run_ray(cfg)
     best = summary.get("best_checkpoint")

@@ -83,7 +83,7 @@ def s3_server():
 @pytest.fixture
 def s3_bucket(s3_server) -> str:
     """A fresh, empty bucket on the test server; yields ``s3://<bucket>``."""
-    from htr_ray import storage
+    from htr_ray.io import storage
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     storage.ensure_bucket(f"s3://{name}/")
@@ -117,8 +117,8 @@ def shared_data() -> Path:
 def line_model() -> str:
     """The shipped English line recognizer (the bulk job's and Serve's default; HTR_LINE_MODEL
     points elsewhere)."""
-    from htr_ray import storage
-    from htr_ray.transcribe import DEFAULT_LINE_MODEL
+    from htr_ray.io import storage
+    from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL
 
     assert storage.exists(storage.join(DEFAULT_LINE_MODEL, "model.json")), f"shipped line model missing at {DEFAULT_LINE_MODEL}"
     return DEFAULT_LINE_MODEL

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from htr_ray import datasets, images, shards, storage
-from htr_ray.ingest import run_ingest
+from htr_ray.data import datasets
+from htr_ray.io import images, shards, storage
+from htr_ray.data.ingest import run_ingest
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from htr_ray.decode import BeamConfig, Lexicon, align, beam_search, decode_batch, greedy, make_decoder
-from htr_ray.lm import CharNgramLM
+from htr_ray.recognition.decode import BeamConfig, Lexicon, align, beam_search, decode_batch, greedy, make_decoder
+from htr_ray.recognition.lm import CharNgramLM
 
 CHARSET = "abcdefghijklmnopqrstuvwxyz 0123456789.-"
 
@@ -147,7 +147,7 @@ def test_lm_is_normalised_and_round_trips(tmp_path):
 
 
 def test_lm_cli_trains_from_a_file(tmp_path):
-    from htr_ray.lm import main
+    from htr_ray.recognition.lm import main
 
     text = tmp_path / "amounts.txt"
     text.write_text("one hundred\ntwo hundred and five\nfifty\n")

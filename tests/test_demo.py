@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from htr_ray import storage
-from htr_ray.transcribe import committed_rows
+from htr_ray.io import storage
+from htr_ray.distributed.transcribe import committed_rows
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -465,7 +465,7 @@ def test_embed_serve_config_rewrites_only_the_block():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     manifest = (K8S / "rayservice.yaml").read_text()
-    new_config = "applications:\n  - name: other\n    import_path: htr_ray.serving:build_app\n\n    route_prefix: /x\n"
+    new_config = "applications:\n  - name: other\n    import_path: htr_ray.distributed.serve:build_app\n\n    route_prefix: /x\n"
     out = mod.embed(manifest, new_config)
     doc = yaml.safe_load(out)
     assert yaml.safe_load(doc["spec"]["serveConfigV2"]) == yaml.safe_load(new_config)

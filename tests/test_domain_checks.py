@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from htr_ray import domain_checks as D
+from htr_ray.evaluation import domain_checks as D
 
 
 @pytest.mark.parametrize("text,cents", [
@@ -114,7 +114,7 @@ def test_homework_page_score():
 
 def test_synthetic_ground_truth_always_passes():
     """The synth helper's own texts (correct by construction) never raise a false alarm."""
-    texts = pytest.importorskip("htr_ray.synth.texts")
+    texts = pytest.importorskip("htr_ray.data.synth.texts")
     rng = np.random.default_rng(7)
     for _ in range(100):
         c = texts.random_cents(rng)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from htr_ray import checkpoint, images, shards, storage
-from htr_ray.charset import Charset
+from htr_ray.models import checkpoint
+from htr_ray.io import images, shards, storage
+from htr_ray.models.charset import Charset
 from htr_ray.models import build_model
-from htr_ray.shards import Sample
+from htr_ray.io.shards import Sample
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def line_setup(tmp_path_factory):
 
 
 def test_evaluate_line_model_writes_the_report(line_setup):
-    from htr_ray.evaluation import evaluate
+    from htr_ray.evaluation.evaluate import evaluate
 
     ck, data, root = line_setup
     res = evaluate(ck, data, split="test", report=str(root / "report"), gallery=4)
@@ -96,7 +97,7 @@ def test_evaluate_job_cli(line_setup, capsys):
 
 
 def test_classifier_report_on_real_casia_samples(shared_data, tmp_path):
-    from htr_ray.evaluation import evaluate
+    from htr_ray.evaluation.evaluate import evaluate
 
     folders = sorted((shared_data / "casia_hwdb_21" / "test").iterdir())[:4]
     samples, labels = [], []
@@ -122,7 +123,7 @@ def test_classifier_report_on_real_casia_samples(shared_data, tmp_path):
 
 
 def test_ray_data_path_gives_the_same_predictions(line_setup, ray_local, s3_bucket):
-    from htr_ray.evaluation import evaluate
+    from htr_ray.evaluation.evaluate import evaluate
 
     ck, data, root = line_setup
     # model, data and report all on the S3 test server, as on a cluster

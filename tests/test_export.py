@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from htr_ray import checkpoint, export, images, metrics, storage
-from htr_ray.charset import Charset
+from htr_ray.models import checkpoint
+from htr_ray.recognition import export
+from htr_ray.io import images, storage
+from htr_ray.evaluation import metrics
+from htr_ray.models.charset import Charset
 from htr_ray.models import build_model
-from htr_ray.recognizer import Recognizer
+from htr_ray.recognition.recognizer import Recognizer
 
 torch.set_num_threads(1)
 
@@ -177,8 +180,8 @@ def test_char_classifier_exports(tmp_path):
 def test_bulk_stage_reads_pages_with_an_exported_model(line_model, exported, iam_lines):
     """The bulk job's recogniser stage (and Serve, which loads the same way) takes an exported
     directory as its model URI unchanged: same line texts on a page as the checkpoint."""
-    from htr_ray import pages
-    from htr_ray.transcribe import RecognizeStage
+    from htr_ray.pages import reader as pages
+    from htr_ray.distributed.transcribe import RecognizeStage
 
     lines = iam_lines[0][:3]
     width = max(g.shape[1] for g in lines) + 40
@@ -200,8 +203,8 @@ def test_bulk_stage_reads_pages_with_an_exported_model(line_model, exported, iam
 def test_evaluate_takes_an_exported_directory(line_model, exported, iam_lines, tmp_path):
     """jobs/evaluate.py reads the model's metadata from an exported directory as from a checkpoint:
     same texts and the same CER as the checkpoint on the same shard."""
-    from htr_ray import shards
-    from htr_ray.evaluation import evaluate
+    from htr_ray.io import shards
+    from htr_ray.evaluation.evaluate import evaluate
 
     imgs, texts = iam_lines
     root = str(tmp_path / "shards")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from htr_ray import images
+from htr_ray.io import images
 
 
 def page(h=60, w=200):

@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from htr_ray import images, shards, storage
-from htr_ray.generation import MakeDatasetConfig, generate
-from htr_ray.synth import fonts
-from htr_ray.synth.samples import SampleMaker
+from htr_ray.io import images, shards, storage
+from htr_ray.distributed.generation import MakeDatasetConfig, generate
+from htr_ray.data.synth import fonts
+from htr_ray.data.synth.samples import SampleMaker
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "jobs"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from htr_ray import metrics as M
+from htr_ray.evaluation import metrics as M
 
 
 def test_cer_wer_accuracy_by_hand():

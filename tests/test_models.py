@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from htr_ray import checkpoint, images, storage
-from htr_ray.charset import Charset, UnknownCharacter
+from htr_ray.models import checkpoint
+from htr_ray.io import images, storage
+from htr_ray.models.charset import Charset, UnknownCharacter
 from htr_ray.models import available, build_model, grow_output
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +119,8 @@ def _save_trained_like(uri: str) -> tuple[torch.nn.Module, Charset]:
 LOAD_IN_FRESH_PROCESS = r"""
 import json, sys
 import numpy as np, torch
-from htr_ray import checkpoint, images
+from htr_ray.models import checkpoint
+from htr_ray.io import images
 model, meta = checkpoint.load(sys.argv[1])
 h = meta["input"]["height"]
 x, widths = images.pad_batch([np.linspace(0, 1, h * 80, dtype=np.float32).reshape(h, 80)])
@@ -149,7 +151,7 @@ def test_checkpoint_loads_in_a_fresh_process_from_its_directory_alone(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["arch"] == "crnn_small" and got["charset"] == cs.as_string() and got["epoch"] == 3
-    assert got["fn"] == "htr_ray.images.normalize_line"
+    assert got["fn"] == "htr_ray.io.images.normalize_line"
     assert got["sum"] == pytest.approx(_expected_sum(model, model.input_height), rel=1e-5)
 
 
@@ -170,7 +172,7 @@ def test_shipped_models_load_and_describe_themselves():
         pytest.skip("no shipped models yet")
     for d in shipped:
         model, meta = checkpoint.load(str(d))
-        trainer = "python -m htr_ray.printed" if meta["kind"] == "word_kind" else "python jobs/train.py"
+        trainer = "python -m htr_ray.layout.printed" if meta["kind"] == "word_kind" else "python jobs/train.py"
         assert meta["metrics"] and meta["command"].startswith(trainer), d
         assert (d / "weights.pt").stat().st_size < 8 * 2**20, d
         n = len(meta["charset"]) + (1 if meta["kind"] == "line" else 0)

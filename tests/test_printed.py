@@ -6,9 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from htr_ray import checkpoint, images, pages, printed
-from htr_ray.printed import DEFAULT_FILTER, PrintedFilter
-from htr_ray.synth.pages import PageGenerator
+from htr_ray.models import checkpoint
+from htr_ray.io import images
+from htr_ray.pages import reader as pages
+from htr_ray.layout import printed
+from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter
+from htr_ray.data.synth.pages import PageGenerator
 
 # bounds set from the shipped filter's measured figures (model.json "metrics"), with a margin
 MIN_WORD_ACCURACY = 0.92
@@ -46,7 +49,7 @@ def test_word_input_shape_and_ink():
 def test_shipped_filter_is_a_self_describing_checkpoint():
     meta = checkpoint.read_meta(DEFAULT_FILTER)
     assert meta["kind"] == "word_kind" and meta["charset"] == printed.CLASSES
-    assert meta["command"].startswith("python -m htr_ray.printed")
+    assert meta["command"].startswith("python -m htr_ray.layout.printed")
     assert meta["metrics"]["test_accuracy"] >= MIN_WORD_ACCURACY
 
 
@@ -67,7 +70,7 @@ def test_real_handwriting_is_not_called_printed(flt, shared_data):
 
 def test_split_lines_cover_every_word_and_alternate(flt):
     sample = PageGenerator(seed=3, split="test", domains=["cheque"]).sample(0)
-    from htr_ray import segment
+    from htr_ray.layout import segment
 
     seg = segment.segment_page(sample.image)
     crops = [segment.crop(seg.page, b) for b in seg.boxes]
@@ -79,7 +82,7 @@ def test_split_lines_cover_every_word_and_alternate(flt):
 
 
 def test_page_text_leaves_print_out_and_keeps_every_piece(flt, line_model):
-    from htr_ray.recognizer import Recognizer
+    from htr_ray.recognition.recognizer import Recognizer
 
     rec = Recognizer.from_uri(line_model)
     page = PageGenerator(seed=4, split="test", domains=["cheque"]).sample(0)
@@ -100,7 +103,7 @@ def test_page_text_leaves_print_out_and_keeps_every_piece(flt, line_model):
 
 def test_a_failing_filter_costs_no_page(line_model):
     """Should the filter raise on a page, the page is still read with its lines whole: rows out = pages in."""
-    from htr_ray.recognizer import Recognizer
+    from htr_ray.recognition.recognizer import Recognizer
 
     class Broken:
         def split_lines(self, crops):

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from htr_ray import checkpoint, images
-from htr_ray.charset import Charset
+from htr_ray.models import checkpoint
+from htr_ray.io import images
+from htr_ray.models.charset import Charset
 from htr_ray.models import build_model
-from htr_ray.recognizer import CharResult, LineResult, Recognizer
+from htr_ray.recognition.recognizer import CharResult, LineResult, Recognizer
 
 torch.set_num_threads(1)
 CHARS = "abcdefghijklmnopqrstuvwxyz .,"
@@ -90,7 +91,7 @@ def test_bad_images_are_results_not_exceptions(line_ckpt):
 
 
 def test_beam_decoder_with_lexicon_and_lm(line_ckpt, tmp_path):
-    from htr_ray.lm import CharNgramLM
+    from htr_ray.recognition.lm import CharNgramLM
 
     words = tmp_path / "words.txt"
     words.write_text("aspirin\nibuprofen\ntake\n")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from htr_ray import reports
-from htr_ray.images import decode_gray
+from htr_ray.evaluation import reports
+from htr_ray.io.images import decode_gray
 
 
 def _png(path) -> Image.Image:
@@ -91,7 +91,7 @@ def test_metrics_json_is_strict(tmp_path):
 
 
 def test_json_and_png_to_s3(s3_bucket):
-    from htr_ray import storage
+    from htr_ray.io import storage
 
     reports.write_json(f"{s3_bucket}/r/metrics.json", {"a": 1})
     reports.confusion_matrix_png(f"{s3_bucket}/r/cm.png", ["a", "b"], [[1, 0], [1, 1]])

@@ -4,8 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from htr_ray import pages, segment
-from htr_ray.synth.pages import PageGenerator
+from htr_ray.pages import reader as pages
+from htr_ray.layout import segment
+from htr_ray.data.synth.pages import PageGenerator
 
 
 def line_recall(split: str, n: int, seed: int = 3) -> tuple[float, int]:

@@ -13,9 +13,10 @@ import pytest
 import requests
 import yaml
 
-from htr_ray import images, pages, storage
-from htr_ray.synth.pages import PageGenerator
-from htr_ray.synth.render import LineGenerator
+from htr_ray.io import images, storage
+from htr_ray.pages import reader as pages
+from htr_ray.data.synth.pages import PageGenerator
+from htr_ray.data.synth.render import LineGenerator
 
 from conftest import REPO, free_port
 
@@ -36,7 +37,7 @@ def wait_healthy(base: str, timeout: float = 120) -> None:
 def serve_app(ray_local, line_model):
     from ray import serve
 
-    from htr_ray.serving import build_app
+    from htr_ray.distributed.serve import build_app
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -60,7 +61,7 @@ def png(gray):
 
 
 def test_recognize_same_text_as_recognizer_directly(serve_app, line_images, line_model):
-    from htr_ray.recognizer import Recognizer
+    from htr_ray.recognition.recognizer import Recognizer
 
     rec = Recognizer.from_uri(line_model)
     for gray in line_images[:4]:
@@ -76,13 +77,13 @@ def test_recognize_same_text_as_recognizer_directly(serve_app, line_images, line
 
 
 def test_transcribe_page_matches_the_bulk_job_path(serve_app, line_model):
-    from htr_ray.recognizer import Recognizer
+    from htr_ray.recognition.recognizer import Recognizer
 
     page = PageGenerator(seed=2, split="test").sample(0).image
     resp = requests.post(f"{serve_app}/v1/transcribe", data=png(page), headers={"Content-Type": "image/png"}, timeout=120)
     assert resp.status_code == 200, resp.text
     served = resp.json()["pages"][0]
-    from htr_ray.printed import DEFAULT_FILTER, PrintedFilter
+    from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter
 
     # Serve applies the shipped printed-text filter by default, as the bulk job does
     bulk = pages.transcribe_bytes(png(page), Recognizer.from_uri(line_model),
@@ -166,7 +167,7 @@ def test_api_key_and_overload(ray_local, line_model, line_images):
     503 + Retry-After rather than left to time out."""
     from ray import serve
 
-    from htr_ray.serving import Ingress, RecognizerDeployment
+    from htr_ray.distributed.serve import Ingress, RecognizerDeployment
 
     rec = RecognizerDeployment.options(name="TinyQueue", max_ongoing_requests=1, max_queued_requests=1,
                                        autoscaling_config=None, num_replicas=1).bind(line_model, max_batch_size=1)
@@ -205,7 +206,7 @@ def test_serve_config_file_is_valid_for_serve():
     cfg = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(cfg) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(cfg)
     app = schema.applications[0]
-    assert app.import_path == "htr_ray.serving:build_app"
+    assert app.import_path == "htr_ray.distributed.serve:build_app"
     names = {d.name for d in app.deployments}
     assert names == {"Recognizer", "Ingress"}
     rec = next(d for d in app.deployments if d.name == "Recognizer")

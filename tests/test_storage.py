@@ -4,7 +4,7 @@ import threading
 import pyarrow.parquet as pq
 import pytest
 
-from htr_ray import storage
+from htr_ray.io import storage
 
 
 def test_parse_and_join():

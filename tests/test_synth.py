@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from htr_ray import images
-from htr_ray.synth import fonts, pages, preview, render, samples, strokes, texts
+from htr_ray.io import images
+from htr_ray.data.synth import fonts, pages, preview, render, samples, strokes, texts
 
 
 # ------------------------------------------------------------------------------------------- fonts
@@ -256,7 +256,7 @@ def test_page_ink_outside_boxes_is_printed_not_handwritten():
 
 
 def test_sample_rows_and_local_task(tmp_path):
-    from htr_ray import shards
+    from htr_ray.io import shards
 
     maker = samples.SampleMaker("lines", seed=3, domains=["cheque", "hanzi"])
     r = samples.make_task(maker, 7, 0, 30, str(tmp_path))

@@ -28,8 +28,9 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, wait_for_port
-from htr_ray import checkpoint, shards
-from htr_ray.train_loop import load_rows
+from htr_ray.models import checkpoint
+from htr_ray.io import shards
+from htr_ray.training.loop import load_rows
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

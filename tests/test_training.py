@@ -14,9 +14,10 @@ import uuid
 import pytest
 import torch
 
-from htr_ray import checkpoint, shards, storage
-from htr_ray.charset import Charset
-from htr_ray.train_loop import LocalContext, TrainConfig, fit, load_rows, run_local
+from htr_ray.models import checkpoint
+from htr_ray.io import shards, storage
+from htr_ray.models.charset import Charset
+from htr_ray.training.loop import LocalContext, TrainConfig, fit, load_rows, run_local
 
 pytestmark = pytest.mark.timeout(1200)  # Ray start-up on a loaded 2-core machine is slow
 
@@ -114,7 +115,7 @@ def s3_tiny(s3_bucket, tiny_iam) -> str:
 
 
 def test_ray_train_with_s3_data_and_storage(ray_local, s3_bucket, s3_tiny, tmp_path):
-    from htr_ray.training import run_ray
+    from htr_ray.distributed.train import run_ray
 
     cfg = _cfg(tmp_path, s3_tiny, epochs=1, workers=2, cpus_per_worker=1, storage_path=f"{s3_bucket}/runs",
                name=f"s3run-{uuid.uuid4().hex[:6]}", keep=2, test_split="test", max_failures=0, max_val=16)
@@ -135,7 +136,7 @@ def test_ray_train_with_s3_data_and_storage(ray_local, s3_bucket, s3_tiny, tmp_p
 
 
 def test_killed_worker_is_replaced_and_training_finishes(ray_local, tiny_iam, tmp_path, monkeypatch):
-    from htr_ray.training import run_ray
+    from htr_ray.distributed.train import run_ray
 
     marker = tmp_path / "crashed"
     monkeypatch.setenv("HTR_TEST_CRASH_EPOCH", "2")

@@ -18,9 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from htr_ray import images, pages, storage, transcribe
-from htr_ray.printed import DEFAULT_FILTER, PrintedFilter
-from htr_ray.synth.pages import PageGenerator
+from htr_ray.io import images, storage
+from htr_ray.pages import reader as pages
+from htr_ray.distributed import transcribe
+from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter
+from htr_ray.data.synth.pages import PageGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 # Honest bound for the shipped model on generated pages of unseen (test) fonts, whole pipeline with the

@@ -271,7 +271,7 @@ def test_bulk_transcription_job_uses_both_nodes(two_nodes, train_run, shared_dat
         pytest.fail("jobs/transcribe.py does not exist yet")
     checkpoint = train_run[3]
     assert checkpoint, "no checkpoint from the training job to transcribe with"
-    from htr_ray import storage
+    from htr_ray.io import storage
 
     src = shared_data / "iam_ondb_lines"
     rows = (src / "labels.tsv").read_text().splitlines()[1::800][:8]

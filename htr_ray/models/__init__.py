@@ -7,13 +7,13 @@ checkpoint's ``model.json`` (``{"architecture": name, "params": {...}}``) is eno
 Three kinds of model (``model.kind``):
 
 - ``"line"``: CTC text-line recognizers (:mod:`.crnn`). Input ``(N, 1, H, W)`` float32, ink = 1, exactly
-  :func:`htr_ray.images.normalize_line` at ``model.input_height`` padded by
-  :func:`htr_ray.images.pad_batch`; ``forward`` returns logits ``(N, T, C)`` with class 0 = blank;
+  :func:`htr_ray.io.images.normalize_line` at ``model.input_height`` padded by
+  :func:`htr_ray.io.images.pad_batch`; ``forward`` returns logits ``(N, T, C)`` with class 0 = blank;
   ``model.output_lengths(widths)`` maps true input widths to valid frame counts.
 - ``"char"``: isolated-character classifiers (:mod:`.char_cnn`). Input ``(N, 1, S, S)`` from
-  :func:`htr_ray.images.normalize_char` at ``model.input_size``; ``forward`` returns logits ``(N, C)``.
+  :func:`htr_ray.io.images.normalize_char` at ``model.input_size``; ``forward`` returns logits ``(N, C)``.
 - ``"word_kind"``: the printed-vs-handwritten word classifier of :mod:`htr_ray.printed` (input from
-  :func:`htr_ray.printed.word_input`, ``(N, 1, input_height, input_width)``; logits ``(N, 2)``).
+  :func:`htr_ray.layout.printed.word_input`, ``(N, 1, input_height, input_width)``; logits ``(N, 2)``).
 
 Every model built here carries ``model.architecture`` (its registry name) and ``model.params`` (the
 keyword arguments it was built with), which :mod:`htr_ray.checkpoint` writes out.
@@ -86,4 +86,4 @@ def grow_output(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
-from . import char_cnn, crnn  # noqa: E402,F401  (registers the architectures)
+from htr_ray.models import char_cnn, crnn# noqa: E402,F401  (registers the architectures)

@@ -1,7 +1,7 @@
 """Isolated-character classifier (MNIST digits, CASIA-HWDB hanzi).
 
 Contract: ``forward(x)`` with ``x`` of shape ``(N, 1, S, S)`` float32, ink = 1, ``S == input_size``
-(the output of :func:`htr_ray.images.normalize_char`) returns logits ``(N, num_classes)``; class ``k`` is
+(the output of :func:`htr_ray.io.images.normalize_char`) returns logits ``(N, num_classes)``; class ``k`` is
 ``charset[k]`` (no blank). Stages of two 3x3 conv + BatchNorm + ReLU and a 2x2 max-pool, then global
 average pooling, dropout and a linear layer.
 """
@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import register
-from .crnn import _conv
+from htr_ray.models import register
+from htr_ray.models.crnn import _conv
 
 
 class CharCNN(nn.Module):
@@ -54,7 +54,7 @@ def char_cnn_hanzi(**params) -> CharCNN:
 
 class WordKindCNN(CharCNN):
     """Printed or handwritten? One word (or word group) of a text line, normalised to ``height`` like a
-    line and cut or padded to ``width`` (:func:`htr_ray.printed.word_input`); logits over
+    line and cut or padded to ``width`` (:func:`htr_ray.layout.printed.word_input`); logits over
     ``["handwritten", "printed"]``. The same stages as :class:`CharCNN`: global average pooling makes
     it indifferent to the rectangular input."""
 

@@ -2,7 +2,7 @@
 layer, trained with CTC (class 0 = blank).
 
 Contract: ``forward(x)`` with ``x`` of shape ``(N, 1, H, W)`` float32, ink = 1, ``H == input_height``
-(the output of :func:`htr_ray.images.normalize_line` padded by :func:`htr_ray.images.pad_batch`) returns
+(the output of :func:`htr_ray.io.images.normalize_line` padded by :func:`htr_ray.io.images.pad_batch`) returns
 logits ``(N, T, C)`` where ``T = W // width_stride``. ``output_lengths(widths)`` gives each line's
 valid frames. Padding is zeros (paper) on the right; the backward LSTM sees it, so a line read alone
 and the same line read in a much wider batch can differ slightly: bucket batches by width (the
@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import register
+from htr_ray.models import register
 
 
 def _conv(c_in: int, c_out: int) -> list[nn.Module]:

@@ -1,0 +1,233 @@
+"""Ray Train shell around the core loop (:func:`htr_ray.training.loop.fit`).
+
+``run_ray(cfg)`` builds the training data as Ray Data datasets from the shard URIs (read with
+``ray.data.read_parquet`` through :func:`htr_ray.io.storage.pyarrow_filesystem`, so S3 on any endpoint
+works), mixes several sources by weight into one dataset, and starts a ``TorchTrainer`` with
+``cfg.workers`` data-parallel workers. Each worker reads its part with
+``ray.train.get_dataset_shard("train")``, runs the same loop as ``--local`` (DDP via
+``ray.train.torch.prepare_model``) and calls ``ray.train.report`` every epoch on every rank; rank 0
+attaches the self-describing checkpoint directory. Ray keeps the best ``cfg.keep`` checkpoints by
+validation score (CER, or 1 - accuracy), ``FailureConfig(max_failures)`` replaces a dead worker and
+restarts from the latest checkpoint, and starting the same run (same ``--name`` and
+``--storage-path``) again resumes from it (Ray Train V2: ``ray.train.get_checkpoint()``).
+
+Test hook: with ``HTR_TEST_CRASH_EPOCH=N`` and ``HTR_TEST_CRASH_MARKER=<path>`` in the workers'
+environment, rank 1 (or 0 in a one-worker run) kills its own process once at the start of epoch N
+(the marker file makes it happen only once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from typing import Iterator
+
+import torch
+
+from htr_ray.io import storage
+from htr_ray.training.loop import Context, TrainConfig, fit, kind_of, load_rows, mixing_plan, record_test, shards
+
+log = logging.getLogger(__name__)
+
+TRAIN_COLUMNS = ["id", "image", "text"]
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+def read_dataset(uri: str, split: str):
+    """A Ray dataset of (id, image, text) rows: Parquet shards by URI, or an IAM-style folder with
+    labels.tsv (read here and handed over in memory; small)."""
+    import ray
+
+    if shards.list_shards(uri, split):
+        fs, path = storage.pyarrow_filesystem(uri)
+        return ray.data.read_parquet(path.rstrip("/") + "/" + split, filesystem=fs, columns=TRAIN_COLUMNS,
+                                     file_extensions=["parquet"])
+    rows = load_rows(uri, split)
+    return ray.data.from_items(rows)
+
+
+def mixed_dataset(datasets: list, sizes: list[int], weights: list[float], epoch_size: int):
+    """One dataset drawing ``mixing_plan`` samples from each source per epoch (random_sample is
+    re-drawn each time the dataset is iterated, i.e. every epoch)."""
+    plan = mixing_plan(sizes, weights, epoch_size)
+    parts = []
+    for ds, size, n in zip(datasets, sizes, plan):
+        if n <= 0 or size <= 0:
+            continue
+        frac = n / size
+        whole = int(frac)
+        parts.extend([ds] * whole)
+        if frac - whole > 1e-6:
+            parts.append(ds.random_sample(frac - whole))
+    if not parts:
+        raise ValueError("no training data")
+    out = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+    return out, plan
+
+
+def _storage(cfg: TrainConfig):
+    """(storage_path, storage_filesystem) for RunConfig. S3 goes through our pyarrow filesystem, which
+    carries the endpoint and region (a non-AWS endpoint without a region makes pyarrow ask AWS)."""
+    if storage.is_s3(cfg.storage_path):
+        fs, path = storage.pyarrow_filesystem(cfg.storage_path)
+        return path, fs
+    return storage.parse(cfg.storage_path).path, None
+
+
+def _checkpoint_uri(cfg: TrainConfig, ckpt) -> str:
+    return f"s3://{ckpt.path}" if storage.is_s3(cfg.storage_path) else ckpt.path
+
+
+def run_ray(cfg: TrainConfig) -> dict:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init()  # inside `ray job submit` this joins the job's cluster
+    model_kind = kind_of(cfg.model, cfg.params())
+    datasets, sizes, labels = [], [], set()
+    for uri in cfg.data:
+        ds = read_dataset(uri, cfg.train_split).materialize()
+        datasets.append(ds)
+        sizes.append(ds.count())
+        for batch in ds.select_columns(["text"]).iter_batches(batch_size=4096, batch_format="pyarrow"):
+            for t in batch.column("text").to_pylist():
+                if model_kind == "line":
+                    labels.update(t)
+                else:
+                    labels.add(t)
+    train_ds, plan = mixed_dataset(datasets, sizes, cfg.weights, cfg.epoch_size)
+    log.info("training data: %s -> %s samples per epoch", dict(zip(cfg.data, sizes)), plan)
+    resources = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = 1
+    path, fs = _storage(cfg)
+    run_config = RunConfig(
+        name=cfg.name, storage_path=path, storage_filesystem=fs,
+        checkpoint_config=CheckpointConfig(num_to_keep=max(1, cfg.keep), checkpoint_score_attribute="score",
+                                           checkpoint_score_order="min"),
+        failure_config=FailureConfig(max_failures=cfg.max_failures),
+        # the workers see the driver's storage settings and test hooks (AWS_*, HTR_*), as a job would
+        worker_runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "HTR_"))}},
+    )
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"cfg": dataclasses.asdict(cfg), "texts": sorted(labels), "planned": int(sum(plan))},
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        run_config=run_config,
+        datasets={"train": train_ds},
+    )
+    result = trainer.fit()
+    summary: dict = {"stopped": "done", "metrics": result.metrics}
+    best = None
+    if result.best_checkpoints:
+        ckpt, metrics = min(result.best_checkpoints, key=lambda cm: cm[1].get("score", float("inf")))
+        best = _checkpoint_uri(cfg, ckpt)
+        summary["best_score"] = metrics.get("score")
+    elif result.checkpoint is not None:
+        best = _checkpoint_uri(cfg, result.checkpoint)
+    summary["best_checkpoint"] = best
+    if result.error:
+        raise result.error
+    if best:
+        summary["test"] = record_test(best, cfg)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ worker
+
+
+class RayContext(Context):
+    def __init__(self, cfg: TrainConfig):
+        import ray.train
+
+        super().__init__(cfg)
+        tc = ray.train.get_context()
+        self.rank = tc.get_world_rank()
+        self.world_size = tc.get_world_size()
+        self._val = [r for u in (cfg.val_data or cfg.data[:1]) for r in load_rows(u, cfg.val_split)]
+        self._tmp = tempfile.mkdtemp(prefix="htr-train-")
+
+    def device(self) -> torch.device:
+        if self.cfg.use_gpu:
+            import ray.train.torch
+
+            return ray.train.torch.get_device()
+        return torch.device("cpu")
+
+    def prepare_model(self, model):
+        if self.world_size == 1:
+            return model
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model, move_to_device=False)
+
+    def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        if self.world_size == 1:
+            return t
+        import torch.distributed as dist
+
+        dev = self.device()
+        x = t.to(dev) if dev.type == "cuda" else t.clone()
+        if dev.type == "cuda" and x.dtype == torch.float64:
+            x = x.float()
+        dist.all_reduce(x, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
+        return x.to(t.dtype).cpu()
+
+    def _maybe_crash(self, epoch: int) -> None:
+        at = os.environ.get("HTR_TEST_CRASH_EPOCH")
+        marker = os.environ.get("HTR_TEST_CRASH_MARKER")
+        victim = 1 if self.world_size > 1 else 0
+        if at and marker and int(at) == epoch and self.rank == victim and not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(f"rank {self.rank} killed itself at epoch {epoch}\n")
+            log.warning("test hook: rank %d exits at epoch %d", self.rank, epoch)
+            os._exit(1)
+
+    def train_rows(self, epoch: int) -> Iterator[dict]:
+        import ray.train
+
+        self._maybe_crash(epoch)
+        shard = ray.train.get_dataset_shard("train")
+        for batch in shard.iter_batches(batch_size=256, batch_format="numpy",
+                                        local_shuffle_buffer_size=1024,
+                                        local_shuffle_seed=self.cfg.seed * 1000 + epoch * 10 + self.rank):
+            ids, imgs, texts = batch["id"], batch["image"], batch["text"]
+            for i in range(len(texts)):
+                yield {"id": str(ids[i]), "image": bytes(imgs[i]), "text": str(texts[i])}
+
+    def val_rows(self) -> list[dict]:
+        return self._val
+
+    def latest_checkpoint(self) -> str | None:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return None
+        target = tempfile.mkdtemp(prefix="resume-", dir=self._tmp)
+        return ckpt.to_directory(target)
+
+    def report(self, metrics: dict, save_fn) -> None:
+        import ray.train
+        from ray.train import Checkpoint
+
+        clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+        with tempfile.TemporaryDirectory(dir=self._tmp) as d:
+            ckpt = None
+            if self.rank == 0:
+                save_fn(d)
+                ckpt = Checkpoint.from_directory(d)
+            ray.train.report(clean, checkpoint=ckpt, checkpoint_dir_name=f"epoch-{metrics['epoch']:04d}")
+
+
+def _train_worker(config: dict) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = TrainConfig(**config["cfg"])
+    ctx = RayContext(cfg)
+    fit(cfg, ctx, texts=config["texts"], planned_samples=config["planned"])
