@@ -107,6 +107,38 @@ class Recognizer:
             model, meta = export.load(uri, backend=backend, quantize=quantize, threads=threads, device=device)
         return cls(model, meta, device=device, decoder=decoder, lexicon=lexicon, lm=lm, uri=uri, **kwargs)
 
+    @classmethod
+    def from_spec(cls, spec) -> "Recognizer":
+        """Build from a :class:`htr_ray.recognition.spec.RecognizerSpec`. Fields left ``None`` take the
+        model's own defaults from ``model.json`` ``"decoding"`` (``decoder``, ``lm``: a file beside the
+        model, and beam options), then the library's."""
+        from htr_ray.io import storage
+        from htr_ray.models import checkpoint
+        from htr_ray.recognition import export
+
+        uri = spec.model
+        if spec.backend in (None, "torch") and spec.quantize is None and not export.is_exported(uri):
+            model, meta = checkpoint.load(uri, device=spec.device)
+        else:
+            model, meta = export.load(uri, backend=spec.backend, quantize=spec.quantize, threads=spec.threads,
+                                      device=spec.device)
+        defaults = dict(meta.get("decoding") or {})
+        decoder = spec.decoder or defaults.get("decoder") or "greedy"
+        lm = spec.lm
+        if lm is None and decoder == "beam" and defaults.get("lm"):
+            lm = storage.join(uri, defaults["lm"])  # the LM shipped beside the model
+        if lm in ("", "none"):
+            lm = None
+        beam_options = {k: v for k, v in (defaults.get("beam_options") or {}).items()}
+        beam_options.update(spec.beam_options())
+        if spec.threads:
+            import torch
+
+            torch.set_num_threads(int(spec.threads))
+        return cls(model, meta, device=spec.device, decoder=decoder, lexicon=spec.lexicon, lm=lm, uri=uri,
+                   beam_options=beam_options if decoder == "beam" or spec.lexicon or lm else None,
+                   width_bucket=spec.width_bucket, batch_size=spec.batch_size)
+
     @property
     def name(self) -> str:
         return self.meta.get("name") or self.meta.get("architecture", "model")

@@ -1,0 +1,81 @@
+"""What a line finder returns: the page it analysed and its text lines, each with a box, a polygon, a
+baseline, a kind and its place in reading order. Every line finder (the learned one in
+:mod:`htr_ray.layout.finder`, the OpenCV one in :mod:`htr_ray.layout.segment`) returns a :class:`Layout`,
+and the page reader (:mod:`htr_ray.pages.reader`) takes nothing else from it.
+
+Coordinates are pixels of ``Layout.page``: the page as given, rotated by ``Layout.angle`` degrees to
+deskew it (same size; :func:`to_input_coordinates` maps them back onto the scan as given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import cv2
+import numpy as np
+
+HANDWRITTEN, PRINTED = "handwritten", "printed"
+KINDS = (HANDWRITTEN, PRINTED)
+
+
+@dataclass
+class FoundLine:
+    box: list[int]  # [x0, y0, x1, y1]
+    polygon: list[list[int]] = field(default_factory=list)  # [[x, y], ...] clockwise outline; [] = the box
+    baseline: list[list[int]] = field(default_factory=list)  # [[x, y], ...] left to right; [] = unknown
+    kind: str = HANDWRITTEN
+    score: float = 1.0  # the finder's confidence that this is a text line
+
+    def outline(self) -> list[list[int]]:
+        if self.polygon:
+            return self.polygon
+        x0, y0, x1, y1 = self.box
+        return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+
+@dataclass
+class Layout:
+    page: np.ndarray  # the deskewed gray page the lines refer to (uint8, same size as the input)
+    lines: list[FoundLine]  # in reading order
+    angle: float = 0.0  # degrees the input was rotated by to deskew it
+    seconds: float = 0.0
+
+
+class LineFinder(Protocol):
+    name: str
+
+    def find(self, gray: np.ndarray) -> Layout:
+        """Lines of one gray page (2-D uint8), in reading order."""
+
+
+def crop(gray: np.ndarray, box: Sequence[int]) -> np.ndarray:
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return gray[max(0, y0):max(0, y1), max(0, x0):max(0, x1)]
+
+
+def rotate_points(points: Sequence[Sequence[float]], angle: float, size: tuple[int, int]) -> np.ndarray:
+    """Points of the deskewed page (rotated by ``angle`` about the centre) back onto the page as given."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if abs(angle) < 1e-3 or pts.size == 0:
+        return pts
+    w, h = size
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), -angle, 1.0)
+    return np.hstack([pts, np.ones((len(pts), 1))]) @ m.T
+
+
+def to_input_coordinates(box: Sequence[int], angle: float, size: tuple[int, int]) -> list[int]:
+    """A box of the deskewed page as the axis-aligned hull of its rotated corners on the page as given."""
+    if abs(angle) < 1e-3:
+        return [int(v) for v in box]
+    w, h = size
+    x0, y0, x1, y1 = box
+    c = rotate_points([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], angle, size)
+    return [max(0, int(np.floor(c[:, 0].min()))), max(0, int(np.floor(c[:, 1].min()))),
+            min(w, int(np.ceil(c[:, 0].max()))), min(h, int(np.ceil(c[:, 1].max())))]
+
+
+def points_to_input(points: Sequence[Sequence[float]], angle: float, size: tuple[int, int]) -> list[list[int]]:
+    w, h = size
+    p = rotate_points(points, angle, size)
+    return [[int(np.clip(round(x), 0, w)), int(np.clip(round(y), 0, h))] for x, y in p]

@@ -1,0 +1,60 @@
+"""The recognizer spec: everything that decides how a line image becomes text, in one dataclass.
+
+Every job config (transcribe, evaluate, demo, the benchmarks) and the Serve app embed a
+:class:`RecognizerSpec`, and every runtime builds its recognizer with :meth:`RecognizerSpec.build`,
+so a line gives the same text in the bulk job, over HTTP and in evaluation. As a job's flags
+(:func:`htr_ray.config.build_parser` flattens embedded dataclasses) the fields keep their own names:
+``--model``, ``--decoder``, ``--lm``, ``--beam-width`` ...
+
+Unset fields (``None``) take the model's own defaults: a checkpoint's ``model.json`` may name, under
+``"decoding"``, the LM shipped beside it and the decoder settings it was tuned with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from htr_ray import config, paths
+
+DEFAULT_LINE_MODEL = paths.shipped_model("en_line_crnn_small", env="HTR_LINE_MODEL")
+
+
+@dataclass
+class RecognizerSpec:
+    """How lines are read: model, backend, device, decoder and its options."""
+
+    model: str = config.field(DEFAULT_LINE_MODEL, help="line recognizer: checkpoint or exported model URI")
+    backend: str = config.field("torch", help="torch, onnx or torchscript (an exported model dir picks its own)")
+    quantize: str = config.field(None, help="int8: dynamic quantisation (onnx/torch backends)")
+    device: str = config.field("cpu", help="cpu or cuda")
+    threads: int = config.field(None, help="intra-op threads of the model (default: the process's setting)")
+    decoder: str = config.field(None, help="CTC decoder: greedy or beam (default: the model's own, else greedy)")
+    lexicon: str = config.field(None, help="word list URI (one word a line) that steers beam search")
+    lm: str = config.field(None, help="character n-gram LM (JSON) URI for beam search; 'none' for no LM "
+                                      "(default: the LM the model names, when the decoder is beam)")
+    beam_width: int = config.field(None, help="beam width (default: the model's, else 16)")
+    lm_weight: float = config.field(None, help="weight of the LM log-probability in the beam score")
+    char_bonus: float = config.field(None, help="beam score bonus per character")
+    oov_penalty: float = config.field(None, help="beam score penalty per word not in the lexicon")
+    lexicon_mode: str = config.field(None, help="favour or constrain (only lexicon words)")
+    width_bucket: int = config.field(32, help="lines are padded to a multiple of this width (px); the same "
+                                              "value everywhere gives the same text everywhere")
+    batch_size: int = config.field(32, help="lines per model call")
+
+    BEAM_OPTIONS = ("lm_weight", "char_bonus", "oov_penalty", "lexicon_mode", "beam_width")
+
+    def beam_options(self) -> dict:
+        return {k: getattr(self, k) for k in self.BEAM_OPTIONS if getattr(self, k) is not None}
+
+    def replace(self, **changes) -> "RecognizerSpec":
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def build(self):
+        """The :class:`~htr_ray.recognition.recognizer.Recognizer` this spec describes."""
+        from htr_ray.recognition.recognizer import Recognizer
+
+        return Recognizer.from_spec(self)
