@@ -32,9 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from htr_ray.evaluation import metrics# noqa: E402
-from htr_ray.recognition.decode import BeamConfig, Lexicon, beam_search, greedy# noqa: E402
-from htr_ray.recognition.lm import CharNgramLM# noqa: E402
+from htr_ray.evaluation import metrics  # noqa: E402
+from htr_ray.recognition.decode import BeamConfig, Lexicon, beam_search, greedy  # noqa: E402
+from htr_ray.recognition.lm import CharNgramLM  # noqa: E402
 
 CONFUSABLE = {
     "a": "oeu", "o": "a0e", "e": "ca", "c": "eo", "l": "1it", "i": "lj1", "t": "lf", "n": "urm", "u": "nv",

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from htr_ray.recognition import export
 from htr_ray.io import images, shards, storage
-from htr_ray.evaluation import metrics# noqa: E402
-from htr_ray.recognition.recognizer import Recognizer# noqa: E402
+from htr_ray.evaluation import metrics  # noqa: E402
+from htr_ray.recognition.recognizer import Recognizer  # noqa: E402
 
 VARIANTS = [  # name, backend, quantize, onnx ops quantised
     ("torch fp32", "torch", None, None),

@@ -25,11 +25,11 @@ sys.path.insert(0, str(REPO))
 
 from htr_ray.io import images
 from htr_ray.pages import reader as pages
-from htr_ray.layout import segment# noqa: E402
-from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter# noqa: E402
-from htr_ray.recognition.recognizer import Recognizer# noqa: E402
-from htr_ray.data.synth.pages import PAGE_DOMAINS, PageGenerator# noqa: E402
-from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL# noqa: E402
+from htr_ray.layout import segment  # noqa: E402
+from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter  # noqa: E402
+from htr_ray.recognition.recognizer import Recognizer  # noqa: E402
+from htr_ray.data.synth.pages import PAGE_DOMAINS, PageGenerator  # noqa: E402
+from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL  # noqa: E402
 
 
 def main() -> int:

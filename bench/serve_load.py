@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 from htr_ray.data import datasets
-from htr_ray.io import images, storage# noqa: E402
-from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL# noqa: E402
+from htr_ray.io import images, storage  # noqa: E402
+from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL  # noqa: E402
 
 
 def held_out_lines(data_dir: Path, n: int) -> list[bytes]:

@@ -24,8 +24,8 @@ import cv2  # noqa: E402
 
 cv2.setNumThreads(1)
 
-from htr_ray.io import images# noqa: E402
-from htr_ray.data.synth import pages, render, strokes# noqa: E402
+from htr_ray.io import images  # noqa: E402
+from htr_ray.data.synth import pages, render, strokes  # noqa: E402
 
 
 def _rate(fn, n: int) -> tuple[float, float]:

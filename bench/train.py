@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from htr_ray.io import shards# noqa: E402
-from htr_ray.training.loop import TrainConfig, fit, LocalContext, load_rows# noqa: E402
+from htr_ray.io import shards  # noqa: E402
+from htr_ray.training.loop import TrainConfig, fit, LocalContext, load_rows  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -30,11 +30,11 @@ import torch  # noqa: E402
 
 from htr_ray.io import images
 from htr_ray.pages import reader as pages
-from htr_ray.layout import segment# noqa: E402
-from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter# noqa: E402
-from htr_ray.recognition.recognizer import Recognizer# noqa: E402
-from htr_ray.data.synth.pages import PageGenerator# noqa: E402
-from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, run# noqa: E402
+from htr_ray.layout import segment  # noqa: E402
+from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter  # noqa: E402
+from htr_ray.recognition.recognizer import Recognizer  # noqa: E402
+from htr_ray.data.synth.pages import PageGenerator  # noqa: E402
+from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, run  # noqa: E402
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:

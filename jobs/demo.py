@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO))
 from htr_ray import config
 from htr_ray.evaluation import domain_checks
 from htr_ray.io import images, storage
-from htr_ray.pages import reader as pages# noqa: E402
-from htr_ray.layout.printed import DEFAULT_FILTER# noqa: E402
-from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, committed_rows, run# noqa: E402
+from htr_ray.pages import reader as pages  # noqa: E402
+from htr_ray.layout.printed import DEFAULT_FILTER  # noqa: E402
+from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, committed_rows, run  # noqa: E402
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
-from htr_ray import config# noqa: E402
+from htr_ray import config  # noqa: E402
 
 
 @dataclass

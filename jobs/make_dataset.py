@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
-from htr_ray import config# noqa: E402
-from htr_ray.distributed.generation import MakeDatasetConfig, generate# noqa: E402
+from htr_ray import config  # noqa: E402
+from htr_ray.distributed.generation import MakeDatasetConfig, generate  # noqa: E402
 
 
 def main(argv=None) -> int:

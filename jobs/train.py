@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from htr_ray import config# noqa: E402
-from htr_ray.training.loop import TrainConfig, run_local# noqa: E402
+from htr_ray import config  # noqa: E402
+from htr_ray.training.loop import TrainConfig, run_local  # noqa: E402
 
 
 def main(argv=None) -> int:

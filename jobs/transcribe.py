@@ -15,9 +15,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # runnable from a checkout without install
 
-from htr_ray import config# noqa: E402
-from htr_ray.layout.printed import DEFAULT_FILTER# noqa: E402
-from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, run# noqa: E402
+from htr_ray import config  # noqa: E402
+from htr_ray.layout.printed import DEFAULT_FILTER  # noqa: E402
+from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, run  # noqa: E402
 
 
 @dataclass
