@@ -1,45 +1,89 @@
-"""Start the HTTP endpoint locally for development: `serve run` on the project's Serve config.
+"""Start the HTTP endpoint: the project's Serve config (serve_config.yaml) deployed on Ray.
 
-    python jobs/serve.py                      # http://127.0.0.1:8000/docs
-    python jobs/serve.py --config serve_config.yaml --address auto
+    python jobs/serve.py                                  # http://127.0.0.1:8000/docs, a local Ray
+    python jobs/serve.py --port 8080 --host 127.0.0.1
+    python jobs/serve.py --address auto                   # deploy on a running cluster
 
-On a cluster use `serve deploy serve_config.yaml`, or the RayService manifest in k8s/.
+It does what ``serve run serve_config.yaml`` does (the same file, every tuning setting in it), but
+starts or joins Ray through :func:`htr_ray.distributed.runtime.ensure_ray` like every other job, and
+lets ``--host``/``--port`` override the file's ``http_options``. It blocks until Ctrl-C or SIGTERM,
+then shuts Serve down. On Kubernetes use k8s/rayservice.yaml, which embeds the same file.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from htr_ray import config# noqa: E402
+# Imported under another name: the ServeConfig field below is called `config` (its flag is --config),
+# and inside the class body that name would shadow the module.
+from htr_ray import config as flags  # noqa: E402
 
 
 @dataclass
 class ServeConfig:
     """Run the htr-ray Serve application from its config file (blocks until Ctrl-C)."""
 
-    config: str = config.field(str(REPO / "serve_config.yaml"), help="Serve config file")
-    address: str = config.field(None, help="Ray address to deploy on (default: start a local Ray)")
+    config: str = flags.field(str(REPO / "serve_config.yaml"), help="Serve config file (YAML, Ray Serve's schema)")
+    address: str = flags.field(None, help="Ray cluster to deploy on (auto, host:port); default: RAY_ADDRESS, "
+                                          "else a new local Ray")
+    host: str = flags.field(None, help="HTTP host to listen on (default: the config file's http_options.host)")
+    port: int = flags.field(None, help="HTTP port (default: the config file's http_options.port)")
+    num_cpus: int = flags.field(None, help="CPUs of a new local Ray (default: all)")
 
 
 def build_parser():
-    return config.build_parser(ServeConfig)
+    return flags.build_parser(ServeConfig)
+
+
+def load_schema(cfg: ServeConfig):
+    """The config file as Ray Serve's :class:`ServeDeploySchema`, with ``--host``/``--port`` applied."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    raw = yaml.safe_load(Path(cfg.config).read_text())
+    http = dict(raw.get("http_options") or {})
+    if cfg.host:
+        http["host"] = cfg.host
+    if cfg.port:
+        http["port"] = int(cfg.port)
+    raw["http_options"] = http
+    return ServeDeploySchema.model_validate(raw)
 
 
 def main(argv=None) -> int:
-    cfg = config.from_args(ServeConfig, argv)
-    serve_cli = shutil.which("serve") or str(Path(sys.executable).with_name("serve"))
-    cmd = [serve_cli, "run", cfg.config]
-    if cfg.address:
-        cmd += ["--address", cfg.address]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    os.execve(cmd[0], cmd, env)
+    cfg = flags.from_args(ServeConfig, argv)
+    schema = load_schema(cfg)
+
+    from ray import serve
+
+    from htr_ray.distributed.runtime import ensure_ray
+
+    ensure_ray(cfg.address, num_cpus=cfg.num_cpus, namespace="serve")
+    http = schema.http_options.model_dump()
+    serve.start(proxy_location=schema.proxy_location, http_options=http)
+    # The controller builds each application from its import_path and args and applies the file's
+    # per-deployment settings, exactly as `serve deploy` / `serve run <file>` / the RayService do.
+    serve.context._get_global_client().deploy_apps(schema, _blocking=False)
+    names = ", ".join(f"{a.name} at {a.route_prefix}" for a in schema.applications)
+    print(f"deploying {names}: http://{http['host']}:{http['port']}/docs (Ctrl-C stops)", flush=True)
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    try:
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    print("shutting Serve down", flush=True)
+    serve.shutdown()
+    return 0
 
 
 if __name__ == "__main__":
