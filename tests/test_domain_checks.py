@@ -126,3 +126,46 @@ def test_synthetic_ground_truth_always_passes():
         f = texts.prescription_fields(rng)
         rx = D.check_page([x for item in f["items"] for x in item], "prescription")
         assert rx["ok"] and rx["summary"]["warning"] == 0, rx
+
+
+def test_inference_takes_word_lists_from_lexicons_not_the_generator():
+    """Decoding and the domain checks read htr_ray.data.lexicons; none of recognition/ or evaluation/
+    imports the synthetic-data generator, and the generator draws from the same lists."""
+    import ast
+    from pathlib import Path
+
+    from htr_ray.data import lexicons
+    from htr_ray.data.synth import texts
+    from htr_ray.recognition.decode import Lexicon
+
+    root = Path(D.__file__).resolve().parents[1]
+    offenders = []
+    for sub in ("recognition", "evaluation"):
+        for py in sorted((root / sub).glob("*.py")):
+            for node in ast.walk(ast.parse(py.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                offenders += [f"{py.name}: {n}" for n in names if "synth" in n]
+    assert offenders == []
+    assert texts.DRUGS is lexicons.DRUGS and texts.FREQS is lexicons.FREQS
+    assert D.default_drug_lexicon() == sorted(lexicons.DRUGS)
+    assert "Amoxicillin".lower() in Lexicon.from_file("builtin:drugs")
+    cheque = Lexicon.from_file("builtin:cheque")
+    assert all(w in cheque for w in ("twenty", "thousand", "March", "dollars")) and "aspirin" not in cheque
+    assert D.parse_amount_words(lexicons.int_to_words(90_019).capitalize() + " and 05/100")["cents"] == 9_001_905
+    with pytest.raises(ValueError, match="unknown built-in lexicon"):
+        lexicons.builtin("nope")
+
+
+def test_domain_texts_are_deterministic_and_pass_the_checks():
+    """The LM's domain text (lexicons.domain_texts): same lines for a seed; its arithmetic is right and
+    its amounts in words parse."""
+    from htr_ray.data import lexicons
+
+    a, b = lexicons.domain_texts(seed=3), lexicons.domain_texts(seed=3)
+    assert a == b and len(a) > 1500 and a != lexicons.domain_texts(seed=4)
+    graded = [D.grade_line(t) for t in a]
+    graded = [g for g in graded if g is not None]
+    assert len(graded) >= 500 and all(g["correct"] for g in graded)
+    words = [t for t in a if t.endswith("/100") or t.endswith("/100 dollars")]
+    assert len(words) >= 500 and all(D.parse_amount_words(t) is not None for t in words)

@@ -3,7 +3,7 @@
 - **cheque**: read the amount in figures ("$1,234.56", "1 234,56", "1.234,56") and the amount in words
   ("One thousand two hundred thirty-four and 56/100") and flag a mismatch (or a missing/unreadable one);
 - **prescription**: match every drug name against a lexicon (default: the generic-drug list of
-  :mod:`htr_ray.data.synth.texts`), with fuzzy matching to suggest the likely drug and a flag for unknown ones;
+  :mod:`htr_ray.data.lexicons`), with fuzzy matching to suggest the likely drug and a flag for unknown ones;
 - **homework**: find arithmetic lines ("17 + 25 = 42", "3/4 + 1/4 = 1", "6 x 7 = 42", "2x + 3 = 13, x = 5")
   and mark each right or wrong (automatic grading).
 
@@ -21,6 +21,8 @@ from fractions import Fraction
 from typing import Any, Iterable, Sequence
 
 import editdistance
+
+from htr_ray.data import lexicons
 
 DOMAINS = ("cheque", "prescription", "homework")
 
@@ -47,11 +49,9 @@ def _texts(lines: Sequence[Any]) -> list[str]:
 
 # ================================================================================== cheque amounts
 
-_ONES = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen".split())}
-_TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if w != "_"}
-_SCALES = {"thousand": 1000, "million": 1_000_000, "billion": 1_000_000_000}
+_ONES = {w: i for i, w in enumerate(lexicons.NUMBER_ONES)}
+_TENS = {w: 10 * i for i, w in enumerate(lexicons.NUMBER_TENS) if w != "_"}
+_SCALES = dict(lexicons.NUMBER_SCALES)
 _NUMBER_WORDS = set(_ONES) | set(_TENS) | set(_SCALES) | {"hundred"}
 _FILLER = {"and", "dollars", "dollar", "only", "exactly", "cents", "cent", "usd", "eur", "euros", "euro", "no", "xx",
            "pounds", "pound", "sterling", "&"}
@@ -222,10 +222,8 @@ def check_cheque(lines: Sequence[Any]) -> list[Finding]:
 
 
 def default_drug_lexicon() -> list[str]:
-    """The generic-drug names the synthetic prescriptions use (real INN/USAN names)."""
-    from htr_ray.data.synth.texts import DRUGS
-
-    return sorted(DRUGS)
+    """The generic-drug names of :mod:`htr_ray.data.lexicons` (real INN/USAN names)."""
+    return lexicons.builtin("drugs")
 
 
 _STRENGTH_RE = re.compile(r"\b\d+(?:[.,]\d+)?(?:/\d+(?:[.,]\d+)?)?\s*(?:mg|mcg|µg|g|ml|mL|units?|IU|%)", re.I)

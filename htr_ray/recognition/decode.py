@@ -237,23 +237,10 @@ class Lexicon:
 
 
 def builtin_words(name: str) -> list[str]:
-    """Word lists that come with the project (see :meth:`Lexicon.from_file`)."""
-    from htr_ray.data.synth import texts
+    """Word lists that come with the project (see :meth:`Lexicon.from_file`; :func:`htr_ray.data.lexicons.builtin`)."""
+    from htr_ray.data import lexicons
 
-    if name == "drugs":
-        return sorted(texts.DRUGS)
-    if name == "prescription":
-        words = set(texts.DRUGS) | set(texts.FORMS) | set(texts.ROUTES) | {w for f in texts.FREQS for w in f.split()}
-        words |= {"Sig", "Refills", "take", "days", "weeks", "wks", "d", "with", "food", "for", "pain", "as", "directed",
-                  "infection", "BP", "Dr", "none", "one", "two", "units", "mg", "mcg", "g", "IU", "cream", "ointment"}
-        # letters only: "q.d." or "q4-6h" must not make dots and digits word characters
-        return sorted({w for entry in words for w in re.findall(r"[A-Za-z]+", entry)})
-    if name == "cheque":
-        words = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-                 "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand "
-                 "million billion and dollars dollar cents only Pay Memo").split()
-        return sorted(set(words) | set(texts.MONTHS))
-    raise ValueError(f"unknown built-in lexicon {name!r} (drugs, prescription, cheque)")
+    return lexicons.builtin(name)
 
 
 # ------------------------------------------------------------------------------- beam search
