@@ -231,6 +231,43 @@ def domain_check_agreement(preds: Sequence[dict]) -> dict:
     return out
 
 
+def score_page(truth: Sequence[dict], found: Sequence, iou_threshold: float = 0.3) -> dict:
+    """Character errors of a read page against its handwritten ground truth lines (``{text, bbox}``).
+
+    ``found``: the page's lines, :class:`~htr_ray.pages.results.TextLine` s or their rows (a
+    :class:`~htr_ray.pages.results.PageResult` is taken whole). Lines flagged printed are left out: what
+    a user reads as the page's handwriting is scored. Lines are paired one to one by box overlap (IoU >=
+    ``iou_threshold``; a found line may also hold a printed label beside the handwriting, hence the low
+    threshold). A truth line with no partner counts all its characters as deleted. Found lines with no
+    partner (form print, stray marks) are counted as ``extra`` but not charged: the ground truth covers
+    handwriting only."""
+    from htr_ray.layout.segment import match_boxes
+
+    if hasattr(found, "lines") and not isinstance(found, (list, tuple)):
+        found = found.lines
+
+    def get(line, name, default=None):
+        return line.get(name, default) if isinstance(line, dict) else getattr(line, name, default)
+
+    def printed(line) -> bool:
+        kind = get(line, "kind")
+        return kind == "printed" if kind else bool(get(line, "printed", False))
+
+    found = [f for f in found if not printed(f)]
+    pairs = match_boxes([list(t["bbox"]) for t in truth], [list(get(f, "bbox")) for f in found], threshold=iou_threshold)
+    errors = chars = 0
+    matched = set()
+    for ti, fi, _ in pairs:
+        e, n = metrics.char_errors(truth[ti]["text"], get(found[fi], "text") or "")
+        errors, chars = errors + e, chars + n
+        matched.add(ti)
+    missed = [t for i, t in enumerate(truth) if i not in matched]
+    for t in missed:
+        errors, chars = errors + len(t["text"]), chars + len(t["text"])
+    return {"errors": errors, "chars": chars, "lines": len(truth), "matched": len(pairs), "missed": len(missed),
+            "extra": len(found) - len(pairs)}
+
+
 def classifier_metrics(preds: Sequence[dict], classes: Sequence[str] | None = None, top_k: int = 20, bins: int = 10) -> dict:
     labels = [p["truth"] for p in preds]
     hyps = [p["pred"] for p in preds]
