@@ -20,393 +20,29 @@ silently.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import csv
 import dataclasses
-import io
 import json
 import logging
 import math
-import os
 import random
-import struct
-import sys
 import time
-import zlib
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from htr_ray.data import augment
-from htr_ray.models import checkpoint
-from htr_ray import config
-from htr_ray.io import images, shards, storage
 from htr_ray.evaluation import metrics
+from htr_ray.io import shards, storage  # noqa: F401  (shards: re-exported for htr_ray.distributed.train)
+from htr_ray.models import build_model, checkpoint, grow_output
 from htr_ray.models.charset import Charset
 from htr_ray.recognition.decode import greedy
-from htr_ray.models import build_model, grow_output
+from htr_ray.training.config import TrainConfig
+from htr_ray.training.contexts import Context, LocalContext
+from htr_ray.training.data import (  # noqa: F401  (re-exported: callers import them from here)
+    Batch, Preprocessor, bucketed_batches, estimated_width, load_rows, mixing_plan, plain_batches, png_size, prefetch,
+)
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------ config
-
-
-@dataclass
-class TrainConfig:
-    """Train a recognizer (CTC line model or character classifier) from sample shards."""
-
-    model: str = config.field("crnn_small", help="architecture from htr_ray.models (crnn_small, crnn_medium, crnn_large, char_cnn, char_cnn_hanzi)")
-    model_params: str = config.field("", help="JSON object overriding architecture parameters, e.g. '{\"lstm_hidden\": 192}'")
-    data: list[str] = config.field([], help="training data URIs: shard roots (<root>/<split>/part-*.parquet) or IAM-style folders with labels.tsv")
-    weights: list[float] = config.field([], help="mixing weight per --data URI (default: proportional to size)")
-    train_split: str = config.field("train", help="split of --data used for training")
-    val_data: list[str] = config.field([], help="validation data URIs (default: the first --data URI)")
-    val_split: str = config.field("val", help="split used for validation / early stopping")
-    test_split: str = config.field("test", help="split of the validation URIs evaluated once at the end with the best checkpoint ('' = none)")
-    epochs: int = config.field(30, help="maximum number of epochs")
-    epoch_size: int = config.field(0, help="training samples per epoch over all workers (0: one pass over the data, or over the first source when weights are given)")
-    batch_size: int = config.field(32, help="batch size per worker")
-    lr: float = config.field(2e-3, help="peak learning rate (AdamW)")
-    weight_decay: float = config.field(0.01, help="AdamW weight decay")
-    warmup: float = config.field(0.05, help="fraction of the planned steps spent warming the learning rate up")
-    clip: float = config.field(5.0, help="gradient norm clipping (0 = off)")
-    patience: int = config.field(6, help="early stopping: epochs without validation improvement")
-    augment: float = config.field(1.0, help="augmentation strength (0 = none)")
-    label_smoothing: float = config.field(0.1, help="classifiers only: label smoothing")
-    output: str = config.field("work/runs/train", help="--local only: checkpoint folder URI (local or s3://); rerunning resumes from it")
-    keep: int = config.field(3, help="checkpoints kept (the best by validation score, plus the latest)")
-    init: str = config.field("", help="checkpoint URI to fine-tune from (its charset grows with new characters)")
-    threads: int = config.field(2, help="torch intra-op threads per worker (CPU)")
-    loader_threads: int = config.field(2, help="threads decoding + augmenting batches per worker")
-    device: str = config.field("auto", help="auto, cpu, cuda")
-    amp: bool = config.field(True, help="mixed precision on GPU")
-    seed: int = config.field(0, help="random seed")
-    max_val: int = config.field(0, help="validate on at most this many samples (0 = all)")
-    time_limit: float = config.field(0.0, help="minutes; stop (after a complete epoch) when the next epoch would pass it (0 = none)")
-    # Ray Train shell (htr_ray.training); ignored with --local
-    local: bool = config.field(False, help="run the loop in this process without Ray")
-    workers: int = config.field(2, help="Ray Train workers (data-parallel)")
-    use_gpu: bool = config.field(False, help="one GPU per worker")
-    cpus_per_worker: float = config.field(1.0, help="CPUs reserved per worker")
-    storage_path: str = config.field("work/ray_results", help="Ray Train storage path (local or s3://); with --name, rerunning resumes")
-    name: str = config.field("htr-train", help="Ray Train run name")
-    max_failures: int = config.field(2, help="worker failures tolerated (training restarts from the last checkpoint)")
-    command: str = config.field("", help="(recorded in the checkpoint; filled in by jobs/train.py)")
-
-    def params(self) -> dict:
-        return json.loads(self.model_params) if self.model_params else {}
-
-
-# -------------------------------------------------------------------------------------------- data
-
-
-def _iam_rows(root: str, split: str) -> list[dict]:
-    """Rows of an IAM-style folder (labels.tsv: line_id, image, transcription), split by form with the
-    project's rule (crc32(form) % 100: < 5 test, < 10 val, else train)."""
-    text = storage.read_text(storage.join(root, "labels.tsv"))
-    reader = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = next(reader)
-    rows = []
-    for rec in reader:
-        if len(rec) < 3:
-            continue
-        line_id, rel, transcription = rec[0], rec[1], rec[2]
-        form = line_id.rsplit("-", 1)[0]
-        v = zlib.crc32(form.encode()) % 100
-        s = "test" if v < 5 else "val" if v < 10 else "train"
-        if s != split:
-            continue
-        rows.append({"id": line_id, "image_uri": storage.join(root, *rel.split("/")), "text": transcription})
-    # read the images (threads: mostly I/O)
-    with cf.ThreadPoolExecutor(8) as pool:
-        blobs = list(pool.map(lambda r: _read_or_none(r["image_uri"]), rows))
-    out = []
-    for r, b in zip(rows, blobs):
-        out.append({"id": r["id"], "image": b, "text": r["text"]})
-    log.info("read %d %s rows from %s (labels.tsv, header %s)", len(out), split, root, header[:3])
-    return out
-
-
-def _read_or_none(uri: str) -> bytes | None:
-    try:
-        return storage.read_bytes(uri)
-    except storage.StorageError as exc:
-        log.warning("%s", exc)
-        return None
-
-
-def load_rows(uri: str, split: str) -> list[dict]:
-    """All rows (id, image bytes, text) of one split of a data URI, in memory."""
-    if storage.exists(storage.join(uri, "labels.tsv")) and not shards.list_shards(uri, split):
-        return _iam_rows(uri, split)
-    rows = list(shards.iter_rows(uri, split, columns=["id", "image", "text"]))
-    log.info("read %d %s rows from %s", len(rows), split, uri)
-    return rows
-
-
-def png_size(data: bytes | None) -> tuple[int, int] | None:
-    """(width, height) from a PNG header without decoding; None for other formats."""
-    if data and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    return None
-
-
-def estimated_width(row: dict, height: int) -> int:
-    size = png_size(row.get("image"))
-    if not size:
-        return 0
-    w, h = size
-    return int(w * height / max(h, 1))
-
-
-def bucketed_batches(rows: Iterable[dict], batch_size: int, height: int, buffer: int = 2048,
-                     rng: random.Random | None = None) -> Iterator[list[dict]]:
-    """Group a stream of rows into batches of similar width: fill a buffer, sort it by the width the
-    image will have at ``height``, cut into batches, shuffle the batches. Works on any iterator
-    (an in-memory list or a Ray Data shard)."""
-    rng = rng or random.Random(0)
-    buf: list[dict] = []
-
-    def flush():
-        buf.sort(key=lambda r: estimated_width(r, height))
-        batches = [buf[i:i + batch_size] for i in range(0, len(buf), batch_size)]
-        rng.shuffle(batches)
-        return batches
-
-    for row in rows:
-        buf.append(row)
-        if len(buf) >= buffer:
-            yield from flush()
-            buf = []
-    if buf:
-        yield from flush()
-
-
-def plain_batches(rows: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
-    batch: list[dict] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-@dataclass
-class Batch:
-    x: torch.Tensor
-    widths: torch.Tensor | None
-    targets: list[list[int]] | torch.Tensor
-    texts: list[str]
-    bad: int  # rows of the source batch that could not be used (undecodable image, unknown label)
-
-
-class Preprocessor:
-    """Row -> model input, for one model kind; the same normalisation as inference."""
-
-    def __init__(self, kind: str, charset: Charset, size: int, train: bool, strength: float, seed: int):
-        self.kind, self.charset, self.size, self.train, self.strength = kind, charset, size, train, strength
-        self.seed = seed
-
-    def __call__(self, rows: list[dict], batch_seed: int = 0) -> Batch:
-        rng = np.random.default_rng((self.seed, batch_seed))
-        xs, texts, targets, bad = [], [], [], 0
-        for row in rows:
-            try:
-                if row.get("image") is None:
-                    raise images.ImageError("empty", "no image")
-                gray = images.decode_gray(row["image"])
-                text = row["text"] if isinstance(row["text"], str) else str(row["text"])
-                if self.kind == "line":
-                    target = self.charset.encode(text, unknown="skip")
-                    if self.train and self.strength > 0:
-                        gray = augment.augment_gray(gray, rng, self.strength)
-                    x = images.normalize_line(gray, self.size)
-                else:
-                    target = self.charset.index(text) if text in self.charset else -1
-                    if self.train and self.strength > 0:
-                        gray = augment.augment_char_gray(gray, rng, self.strength)
-                    x = images.normalize_char(gray, self.size)
-                if self.train and self.strength > 0:
-                    x = augment.augment_normalized(x, rng, self.strength)
-                if self.train and (target == -1 or (self.kind == "line" and not target)):
-                    raise KeyError(f"label {text!r} not in the charset")
-            except (images.ImageError, KeyError, ValueError, cv2_error()) as exc:
-                bad += 1
-                log.debug("skipping %s: %s", row.get("id"), exc)
-                continue
-            xs.append(x)
-            texts.append(text)
-            targets.append(target)
-        if not xs:
-            return Batch(torch.zeros(0), None, [], [], bad)
-        if self.kind == "line":
-            arr, widths = images.pad_batch(xs, width_multiple=8)
-            return Batch(torch.from_numpy(arr), torch.from_numpy(widths), targets, texts, bad)
-        return Batch(torch.from_numpy(np.stack(xs)[:, None]), None, torch.tensor(targets), texts, bad)
-
-
-def cv2_error():
-    import cv2
-
-    return cv2.error
-
-
-def prefetch(fn: Callable, items: Iterable, threads: int, depth: int = 4) -> Iterator:
-    """``map(fn, items)`` computed ahead in a thread pool (OpenCV and numpy release the GIL)."""
-    if threads <= 0:
-        for i, it in enumerate(items):
-            yield fn(it, i)
-        return
-    with cf.ThreadPoolExecutor(threads) as pool:
-        pending = []
-        for i, it in enumerate(items):
-            pending.append(pool.submit(fn, it, i))
-            if len(pending) >= depth:
-                yield pending.pop(0).result()
-        for f in pending:
-            yield f.result()
-
-
-# ----------------------------------------------------------------------------------------- context
-
-
-class Context:
-    """What differs between one process and a Ray Train worker. The default runs locally."""
-
-    rank = 0
-    world_size = 1
-
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
-
-    def device(self) -> torch.device:
-        want = self.cfg.device
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device(want)
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model
-
-    def all_reduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        return t
-
-    def train_rows(self, epoch: int) -> Iterable[dict]:
-        raise NotImplementedError
-
-    def val_rows(self) -> list[dict]:
-        raise NotImplementedError
-
-    def latest_checkpoint(self) -> str | None:
-        raise NotImplementedError
-
-    def report(self, metrics: dict, save_fn: Callable[[str], None]) -> None:
-        raise NotImplementedError
-
-
-class LocalContext(Context):
-    """One process, data in memory, checkpoints under ``cfg.output`` (``epoch-NNNN`` folders)."""
-
-    def __init__(self, cfg: TrainConfig, sources: list[list[dict]] | None = None, val: list[dict] | None = None):
-        super().__init__(cfg)
-        if sources is None:
-            sources = [load_rows(u, cfg.train_split) for u in cfg.data]
-        if val is None:
-            val = [r for u in (cfg.val_data or cfg.data[:1]) for r in load_rows(u, cfg.val_split)]
-        self.sources, self.val = sources, val
-        self.sizes = [len(s) for s in sources]
-
-    def epoch_plan(self) -> list[int]:
-        """Samples drawn from each source in one epoch."""
-        return mixing_plan(self.sizes, self.cfg.weights, self.cfg.epoch_size)
-
-    def train_rows(self, epoch: int) -> list[dict]:
-        rng = random.Random(self.cfg.seed * 1000 + epoch)
-        out: list[dict] = []
-        for src, n in zip(self.sources, self.epoch_plan()):
-            idx: list[int] = []
-            while len(idx) < n:
-                perm = list(range(len(src)))
-                rng.shuffle(perm)
-                idx.extend(perm[: n - len(idx)])
-            out.extend(src[i] for i in idx)
-        rng.shuffle(out)
-        return out
-
-    def val_rows(self) -> list[dict]:
-        return self.val
-
-    def _epoch_dirs(self) -> list[str]:
-        try:
-            names = {storage.parse(u).path.replace(os.sep, "/").rsplit("/", 2)[-2]
-                     for u in storage.list_uris(self.cfg.output, suffixes=(checkpoint.META_FILE,))}
-        except storage.StorageError:
-            return []
-        return sorted(n for n in names if n.startswith("epoch-"))
-
-    def latest_checkpoint(self) -> str | None:
-        dirs = self._epoch_dirs()
-        return storage.join(self.cfg.output, dirs[-1]) if dirs else None
-
-    def report(self, metrics: dict, save_fn: Callable[[str], None]) -> None:
-        uri = storage.join(self.cfg.output, f"epoch-{metrics['epoch']:04d}")
-        save_fn(uri)
-        self._prune()
-
-    def _prune(self) -> None:
-        scored = []
-        for d in self._epoch_dirs():
-            uri = storage.join(self.cfg.output, d)
-            meta = checkpoint.read_meta(uri)
-            scored.append((meta["metrics"]["score"], meta["epoch"], uri))
-        if not scored:
-            return
-        latest = max(scored, key=lambda s: s[1])
-        best = sorted(scored)[: max(1, self.cfg.keep)]
-        keepers = {s[2] for s in best} | {latest[2]}
-        for _, _, uri in scored:
-            if uri not in keepers:
-                for name in (checkpoint.META_FILE, checkpoint.WEIGHTS_FILE, checkpoint.STATE_FILE):
-                    storage.delete(storage.join(uri, name))
-                loc = storage.parse(uri)
-                if loc.scheme == "file":
-                    try:
-                        os.rmdir(loc.path)
-                    except OSError:
-                        pass
-        top = sorted(scored)[0]
-        storage.write_text(storage.join(self.cfg.output, "best.json"),
-                           json.dumps({"best": top[2], "score": top[0], "epoch": top[1]}) + "\n")
-
-    def best_checkpoint(self) -> str | None:
-        uri = storage.join(self.cfg.output, "best.json")
-        if not storage.exists(uri):
-            return None
-        return json.loads(storage.read_text(uri))["best"]
-
-
-def mixing_plan(sizes: Sequence[int], weights: Sequence[float], epoch_size: int) -> list[int]:
-    """Samples per source for one epoch. Without weights: each source once (or proportionally to its
-    size when ``epoch_size`` is given). With weights: ``epoch_size`` split by weight; by default the
-    epoch is sized so that the first source is seen once."""
-    sizes = list(sizes)
-    if not weights:
-        if not epoch_size:
-            return sizes
-        weights = sizes
-    if len(weights) != len(sizes):
-        raise ValueError(f"{len(weights)} weights for {len(sizes)} data sources")
-    total_w = float(sum(weights))
-    w = [x / total_w for x in weights]
-    if not epoch_size:
-        epoch_size = int(round(sizes[0] / w[0])) if w[0] > 0 else sum(sizes)
-    return [int(round(epoch_size * x)) if s else 0 for x, s in zip(w, sizes)]
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -507,6 +143,7 @@ def build_charset(kind: str, texts: Iterable[str]) -> Charset:
 
 def kind_of(model_name: str, params: dict | None = None) -> str:
     return build_model(model_name, num_classes=2, **(params or {})).kind
+
 
 
 # --------------------------------------------------------------------------------------------- fit
@@ -694,6 +331,7 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
         summary.update(last=m)
     summary.update(best_score=best_score, history=history, charset=charset.to_json(), kind=kind)
     return summary
+
 
 
 # ---------------------------------------------------------------------------------------- local run

@@ -1,0 +1,55 @@
+"""The training job's configuration: one dataclass, whose fields become ``jobs/train.py``'s flags."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from htr_ray import config
+
+
+@dataclass
+class TrainConfig:
+    """Train a recognizer (CTC line model or character classifier) from sample shards."""
+
+    model: str = config.field("crnn_small", help="architecture from htr_ray.models (crnn_small, crnn_medium, crnn_large, char_cnn, char_cnn_hanzi)")
+    model_params: str = config.field("", help="JSON object overriding architecture parameters, e.g. '{\"lstm_hidden\": 192}'")
+    data: list[str] = config.field([], help="training data URIs: shard roots (<root>/<split>/part-*.parquet) or IAM-style folders with labels.tsv")
+    weights: list[float] = config.field([], help="mixing weight per --data URI (default: proportional to size)")
+    train_split: str = config.field("train", help="split of --data used for training")
+    val_data: list[str] = config.field([], help="validation data URIs (default: the first --data URI)")
+    val_split: str = config.field("val", help="split used for validation / early stopping")
+    test_split: str = config.field("test", help="split of the validation URIs evaluated once at the end with the best checkpoint ('' = none)")
+    epochs: int = config.field(30, help="maximum number of epochs")
+    epoch_size: int = config.field(0, help="training samples per epoch over all workers (0: one pass over the data, or over the first source when weights are given)")
+    batch_size: int = config.field(32, help="batch size per worker")
+    lr: float = config.field(2e-3, help="peak learning rate (AdamW)")
+    weight_decay: float = config.field(0.01, help="AdamW weight decay")
+    warmup: float = config.field(0.05, help="fraction of the planned steps spent warming the learning rate up")
+    clip: float = config.field(5.0, help="gradient norm clipping (0 = off)")
+    patience: int = config.field(6, help="early stopping: epochs without validation improvement")
+    augment: float = config.field(1.0, help="augmentation strength (0 = none)")
+    label_smoothing: float = config.field(0.1, help="classifiers only: label smoothing")
+    output: str = config.field("work/runs/train", help="--local only: checkpoint folder URI (local or s3://); rerunning resumes from it")
+    keep: int = config.field(3, help="checkpoints kept (the best by validation score, plus the latest)")
+    init: str = config.field("", help="checkpoint URI to fine-tune from (its charset grows with new characters)")
+    threads: int = config.field(2, help="torch intra-op threads per worker (CPU)")
+    loader_threads: int = config.field(2, help="threads decoding + augmenting batches per worker")
+    device: str = config.field("auto", help="auto, cpu, cuda")
+    amp: bool = config.field(True, help="mixed precision on GPU")
+    seed: int = config.field(0, help="random seed")
+    max_val: int = config.field(0, help="validate on at most this many samples (0 = all)")
+    time_limit: float = config.field(0.0, help="minutes; stop (after a complete epoch) when the next epoch would pass it (0 = none)")
+    # Ray Train shell (htr_ray.training); ignored with --local
+    local: bool = config.field(False, help="run the loop in this process without Ray")
+    workers: int = config.field(2, help="Ray Train workers (data-parallel)")
+    use_gpu: bool = config.field(False, help="one GPU per worker")
+    cpus_per_worker: float = config.field(1.0, help="CPUs reserved per worker")
+    storage_path: str = config.field("work/ray_results", help="Ray Train storage path (local or s3://); with --name, rerunning resumes")
+    name: str = config.field("htr-train", help="Ray Train run name")
+    max_failures: int = config.field(2, help="worker failures tolerated (training restarts from the last checkpoint)")
+    command: str = config.field("", help="(recorded in the checkpoint; filled in by jobs/train.py)")
+
+    def params(self) -> dict:
+        return json.loads(self.model_params) if self.model_params else {}
+

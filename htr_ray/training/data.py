@@ -1,0 +1,216 @@
+"""Training data: rows in memory (shards by URI or an IAM-style folder with ``labels.tsv``), how many
+samples each source gives an epoch, width-bucketed batches, and the row -> model-input
+:class:`Preprocessor` (decode, augment, normalise: the same normalisation inference applies), run ahead
+of the model in worker threads (:func:`prefetch`) or worker processes (:class:`ProcessLoader`).
+
+Images that cannot be decoded are counted in :attr:`Batch.bad`, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import io
+import logging
+import random
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from htr_ray.data import augment
+from htr_ray.io import images, shards, storage
+from htr_ray.models.charset import Charset
+
+log = logging.getLogger(__name__)
+
+
+def _iam_rows(root: str, split: str) -> list[dict]:
+    """Rows of an IAM-style folder (labels.tsv: line_id, image, transcription), split by form with the
+    project's rule (crc32(form) % 100: < 5 test, < 10 val, else train)."""
+    text = storage.read_text(storage.join(root, "labels.tsv"))
+    reader = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
+    header = next(reader)
+    rows = []
+    for rec in reader:
+        if len(rec) < 3:
+            continue
+        line_id, rel, transcription = rec[0], rec[1], rec[2]
+        form = line_id.rsplit("-", 1)[0]
+        v = zlib.crc32(form.encode()) % 100
+        s = "test" if v < 5 else "val" if v < 10 else "train"
+        if s != split:
+            continue
+        rows.append({"id": line_id, "image_uri": storage.join(root, *rel.split("/")), "text": transcription})
+    # read the images (threads: mostly I/O)
+    with cf.ThreadPoolExecutor(8) as pool:
+        blobs = list(pool.map(lambda r: _read_or_none(r["image_uri"]), rows))
+    out = []
+    for r, b in zip(rows, blobs):
+        out.append({"id": r["id"], "image": b, "text": r["text"]})
+    log.info("read %d %s rows from %s (labels.tsv, header %s)", len(out), split, root, header[:3])
+    return out
+
+
+def _read_or_none(uri: str) -> bytes | None:
+    try:
+        return storage.read_bytes(uri)
+    except storage.StorageError as exc:
+        log.warning("%s", exc)
+        return None
+
+
+def load_rows(uri: str, split: str) -> list[dict]:
+    """All rows (id, image bytes, text) of one split of a data URI, in memory."""
+    if storage.exists(storage.join(uri, "labels.tsv")) and not shards.list_shards(uri, split):
+        return _iam_rows(uri, split)
+    rows = list(shards.iter_rows(uri, split, columns=["id", "image", "text"]))
+    log.info("read %d %s rows from %s", len(rows), split, uri)
+    return rows
+
+
+def png_size(data: bytes | None) -> tuple[int, int] | None:
+    """(width, height) from a PNG header without decoding; None for other formats."""
+    if data and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    return None
+
+
+def estimated_width(row: dict, height: int) -> int:
+    size = png_size(row.get("image"))
+    if not size:
+        return 0
+    w, h = size
+    return int(w * height / max(h, 1))
+
+
+def bucketed_batches(rows: Iterable[dict], batch_size: int, height: int, buffer: int = 2048,
+                     rng: random.Random | None = None) -> Iterator[list[dict]]:
+    """Group a stream of rows into batches of similar width: fill a buffer, sort it by the width the
+    image will have at ``height``, cut into batches, shuffle the batches. Works on any iterator
+    (an in-memory list or a Ray Data shard)."""
+    rng = rng or random.Random(0)
+    buf: list[dict] = []
+
+    def flush():
+        buf.sort(key=lambda r: estimated_width(r, height))
+        batches = [buf[i:i + batch_size] for i in range(0, len(buf), batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    for row in rows:
+        buf.append(row)
+        if len(buf) >= buffer:
+            yield from flush()
+            buf = []
+    if buf:
+        yield from flush()
+
+
+def plain_batches(rows: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor
+    widths: torch.Tensor | None
+    targets: list[list[int]] | torch.Tensor
+    texts: list[str]
+    bad: int  # rows of the source batch that could not be used (undecodable image, unknown label)
+
+
+class Preprocessor:
+    """Row -> model input, for one model kind; the same normalisation as inference."""
+
+    def __init__(self, kind: str, charset: Charset, size: int, train: bool, strength: float, seed: int):
+        self.kind, self.charset, self.size, self.train, self.strength = kind, charset, size, train, strength
+        self.seed = seed
+
+    def __call__(self, rows: list[dict], batch_seed: int = 0) -> Batch:
+        rng = np.random.default_rng((self.seed, batch_seed))
+        xs, texts, targets, bad = [], [], [], 0
+        for row in rows:
+            try:
+                if row.get("image") is None:
+                    raise images.ImageError("empty", "no image")
+                gray = images.decode_gray(row["image"])
+                text = row["text"] if isinstance(row["text"], str) else str(row["text"])
+                if self.kind == "line":
+                    target = self.charset.encode(text, unknown="skip")
+                    if self.train and self.strength > 0:
+                        gray = augment.augment_gray(gray, rng, self.strength)
+                    x = images.normalize_line(gray, self.size)
+                else:
+                    target = self.charset.index(text) if text in self.charset else -1
+                    if self.train and self.strength > 0:
+                        gray = augment.augment_char_gray(gray, rng, self.strength)
+                    x = images.normalize_char(gray, self.size)
+                if self.train and self.strength > 0:
+                    x = augment.augment_normalized(x, rng, self.strength)
+                if self.train and (target == -1 or (self.kind == "line" and not target)):
+                    raise KeyError(f"label {text!r} not in the charset")
+            except (images.ImageError, KeyError, ValueError, cv2_error()) as exc:
+                bad += 1
+                log.debug("skipping %s: %s", row.get("id"), exc)
+                continue
+            xs.append(x)
+            texts.append(text)
+            targets.append(target)
+        if not xs:
+            return Batch(torch.zeros(0), None, [], [], bad)
+        if self.kind == "line":
+            arr, widths = images.pad_batch(xs, width_multiple=8)
+            return Batch(torch.from_numpy(arr), torch.from_numpy(widths), targets, texts, bad)
+        return Batch(torch.from_numpy(np.stack(xs)[:, None]), None, torch.tensor(targets), texts, bad)
+
+
+def cv2_error():
+    import cv2
+
+    return cv2.error
+
+
+def prefetch(fn: Callable, items: Iterable, threads: int, depth: int = 4) -> Iterator:
+    """``map(fn, items)`` computed ahead in a thread pool (OpenCV and numpy release the GIL)."""
+    if threads <= 0:
+        for i, it in enumerate(items):
+            yield fn(it, i)
+        return
+    with cf.ThreadPoolExecutor(threads) as pool:
+        pending = []
+        for i, it in enumerate(items):
+            pending.append(pool.submit(fn, it, i))
+            if len(pending) >= depth:
+                yield pending.pop(0).result()
+        for f in pending:
+            yield f.result()
+
+
+def mixing_plan(sizes: Sequence[int], weights: Sequence[float], epoch_size: int) -> list[int]:
+    """Samples per source for one epoch. Without weights: each source once (or proportionally to its
+    size when ``epoch_size`` is given). With weights: ``epoch_size`` split by weight; by default the
+    epoch is sized so that the first source is seen once."""
+    sizes = list(sizes)
+    if not weights:
+        if not epoch_size:
+            return sizes
+        weights = sizes
+    if len(weights) != len(sizes):
+        raise ValueError(f"{len(weights)} weights for {len(sizes)} data sources")
+    total_w = float(sum(weights))
+    w = [x / total_w for x in weights]
+    if not epoch_size:
+        epoch_size = int(round(sizes[0] / w[0])) if w[0] > 0 else sum(sizes)
+    return [int(round(epoch_size * x)) if s else 0 for x, s in zip(w, sizes)]
+
