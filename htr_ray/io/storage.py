@@ -15,7 +15,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,18 @@ def size(uri: str) -> int:
 def list_uris(prefix: str, suffixes: Sequence[str] | None = None, recursive: bool = True) -> list[str]:
     """Every object/file under ``prefix`` (a folder or key prefix), sorted, optionally only those whose
     name ends with one of ``suffixes`` (case-insensitive). Hidden files and in-progress temporary files
-    (names starting with '.') are skipped."""
+    (names starting with '.') are skipped. Holds the whole listing: for archives of millions of keys,
+    :func:`iter_uris` streams it instead."""
+    return sorted(iter_uris(prefix, suffixes, recursive))
+
+
+def iter_uris(prefix: str, suffixes: Sequence[str] | None = None, recursive: bool = True,
+              page_size: int = 1000) -> Iterator[str]:
+    """The URIs :func:`list_uris` returns, one at a time as the listing arrives, holding one listing
+    page (S3: 1,000 keys) or one folder at a time. Order: S3's key order (UTF-8 binary, the order
+    ``list_uris`` sorts s3 URIs into); locally, folders walked in sorted order, each folder's files
+    sorted. ``page_size``: keys per S3 LIST request (at most 1,000). Raises :class:`StorageError` when
+    the prefix cannot be listed."""
     loc = parse(prefix)
     wanted = tuple(s.lower() for s in suffixes) if suffixes else None
 
@@ -176,33 +187,40 @@ def list_uris(prefix: str, suffixes: Sequence[str] | None = None, recursive: boo
             return False
         return wanted is None or base.lower().endswith(wanted)
 
-    out: list[str] = []
     if loc.scheme == "file":
         if os.path.isfile(loc.path):
-            return [loc.path] if keep(loc.path) else []
+            if keep(loc.path):
+                yield loc.path
+            return
         if not os.path.isdir(loc.path):
             raise StorageError(f"listing {loc.path} failed: no such folder")
         if recursive:
             for root, dirs, files in os.walk(loc.path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                out.extend(os.path.join(root, f) for f in files if keep(f))
+                yield from (os.path.join(root, f) for f in sorted(files) if keep(f))
         else:
-            out = [os.path.join(loc.path, f) for f in os.listdir(loc.path)
-                   if keep(f) and os.path.isfile(os.path.join(loc.path, f))]
-        return sorted(out)
+            yield from (os.path.join(loc.path, f) for f in sorted(os.listdir(loc.path))
+                        if keep(f) and os.path.isfile(os.path.join(loc.path, f)))
+        return
 
-    key_prefix = loc.key
-    kwargs = {"Bucket": loc.bucket, "Prefix": key_prefix}
+    kwargs = {"Bucket": loc.bucket, "Prefix": loc.key}
     if not recursive:
         kwargs["Delimiter"] = "/"
     try:
-        for page in s3_client().get_paginator("list_objects_v2").paginate(**kwargs):
-            for obj in page.get("Contents", []):
-                if keep(obj["Key"]):
-                    out.append(f"s3://{loc.bucket}/{obj['Key']}")
+        pages = iter(s3_client().get_paginator("list_objects_v2").paginate(
+            **kwargs, PaginationConfig={"PageSize": max(1, min(int(page_size), 1000))}))
     except Exception as exc:
         raise _s3_error("listing", loc, exc) from exc
-    return sorted(out)
+    while True:
+        try:
+            page = next(pages)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise _s3_error("listing", loc, exc) from exc
+        for obj in page.get("Contents", []):
+            if keep(obj["Key"]):
+                yield f"s3://{loc.bucket}/{obj['Key']}"
 
 
 # ------------------------------------------------------------------------------------------ writing
