@@ -14,12 +14,9 @@ import json
 import logging
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
-
-from htr_ray import config  # noqa: E402
-from htr_ray.recognition.export import BACKENDS, DEFAULT_OPSET, export, verify  # noqa: E402
+from htr_ray import config
+from htr_ray.recognition.export import BACKENDS, DEFAULT_OPSET, export, verify
 
 
 @dataclass

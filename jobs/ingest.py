@@ -9,13 +9,10 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
-
-from htr_ray import config  # noqa: E402
-from htr_ray.data.datasets import FORMATS  # noqa: E402
-from htr_ray.data.ingest import run_ingest  # noqa: E402
+from htr_ray import config
+from htr_ray.data.datasets import FORMATS
+from htr_ray.data.ingest import run_ingest
 
 
 @dataclass

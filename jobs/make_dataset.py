@@ -9,12 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
-
-from htr_ray import config  # noqa: E402
-from htr_ray.distributed.generation import MakeDatasetConfig, generate  # noqa: E402
+from htr_ray import config
+from htr_ray.distributed.generation import MakeDatasetConfig, generate
 
 
 def main(argv=None) -> int:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from htr_ray import config  # noqa: E402
-from htr_ray.training.loop import TrainConfig, run_local  # noqa: E402
+from htr_ray import config
+from htr_ray.training.loop import TrainConfig, run_local
 
 
 def main(argv=None) -> int:
