@@ -166,7 +166,7 @@ def _char_bounds(ln: TextLine, x0: int, x1: int) -> list[float]:
 
 
 def _words(ln: TextLine, box: list[int], line_conf: float) -> list[_Word]:
-    text = ln.text or ""
+    text = _clean(ln.text)  # same length: one replacement character for each one XML cannot carry
     bounds = _char_bounds(ln, box[0], box[2])
     confs = [_conf(c) for c in ln.char_confidences] if len(ln.char_confidences) == len(text) else []
     words = []
@@ -493,8 +493,8 @@ def _hocr(result: PageResult, image_name: str) -> bytes:
             we = _sub(span, "span", {"class": "ocrx_word", "id": f"word_{i}_{j}", "title": "; ".join(wprops)},
                       text=w.text)
             we.tail = " " if j + 1 < len(ln.words) else None
-    doctype = ('<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN" '
-               '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">\n')
+    doctype = ('<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" '
+               '"http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">\n')
     return _xml_bytes(html, doctype)
 
 
