@@ -1,15 +1,24 @@
-"""Bulk transcription of an archive with Ray Data: list -> read -> decode -> segment -> recognise in an
-actor pool -> results, one row per page, errors included.
+"""Bulk transcription of an archive with Ray Data, on the page reader (:mod:`htr_ray.pages.reader`).
 
-Exactly-once output: result rows reach the driver through the streaming executor, and the driver
-writes them in *part files* that hold only whole input objects (every page of a multi-page TIFF
-together). Each part is written JSONL first, then Parquet; the Parquet file is the commit. A rerun
-reads the committed parts, skips the objects they hold, and deletes JSONL parts that never got their
-Parquet twin. So a driver killed at any moment loses at most the rows it had not yet committed, and a
-rerun adds exactly those: one row per page, none missing, none twice.
+    list scans -> read + prepare (tasks: decode, find lines, deskew, crop) -> recognise (an actor pool of
+    :class:`~htr_ray.distributed.actors.RecognizerActor`, one thread each) -> assemble (driver) -> part files
 
-Layout under ``--output``: ``parts/part-<run>-<n>.parquet`` and ``.jsonl`` (the results),
-``_summary.json`` (counts of the last run, and of the whole output).
+The prepare stage emits one row per *line* (its crop, a few kB) plus one small header row per page (the
+page's geometry as JSON, or its error); whole pages never enter the object store. The actors read
+batches of ``--lines-per-batch`` lines, which fill across pages and objects; the recogniser sorts each
+batch by width. The driver gathers a page's line results and its header and assembles the
+:class:`~htr_ray.pages.results.PageResult` with :meth:`PageReader.assemble`.
+
+Exactly-once output: the driver writes result rows in *part files* that hold only whole input objects
+(every page of a multi-page TIFF together). Each part is written JSONL first, then the page files of
+``--formats`` (ALTO, PAGE-XML, hOCR: one per page, deterministic names, so a rerun overwrites), then
+Parquet; the Parquet file is the commit. A rerun reads the committed parts, skips the objects they
+hold, and deletes JSONL parts that never got their Parquet twin. So a driver killed at any moment loses
+at most the rows it had not yet committed, and a rerun adds exactly those: one row per page, none
+missing, none twice.
+
+Layout under ``--output``: ``parts/part-<run>-<n>.parquet`` and ``.jsonl`` (the results,
+:data:`htr_ray.pages.results.RESULT_SCHEMA`), ``<fmt>/...`` (page files), ``_summary.json``.
 """
 
 from __future__ import annotations
@@ -17,55 +26,58 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from htr_ray.pages import reader as pages
-from htr_ray.io import storage
-from htr_ray import paths
+from htr_ray import config
+from htr_ray.distributed.actors import RecognizerActor, crop_columns
+from htr_ray.io import images, storage
+from htr_ray.layout.printed import DEFAULT_FILTER
+from htr_ray.pages import results as res
+from htr_ray.pages.reader import PageReader, PreparedPage, list_scans
+from htr_ray.recognition.spec import DEFAULT_LINE_MODEL, RecognizerSpec
 
 log = logging.getLogger(__name__)
 
-# The shipped English line recognizer (models/ beside the package in a checkout or the image).
-DEFAULT_LINE_MODEL = paths.shipped_model("en_line_crnn_small", env="HTR_LINE_MODEL")
+__all__ = ["DEFAULT_LINE_MODEL", "TranscribeConfig", "Summary", "run", "committed_rows", "prepare_stage"]
 
-LINE_TYPE = pa.struct([("text", pa.string()), ("confidence", pa.float32()), ("bbox", pa.list_(pa.int32())),
-                       ("printed", pa.bool_())])
-RESULT_SCHEMA = pa.schema([
-    ("uri", pa.string()), ("page", pa.int32()), ("pages", pa.int32()), ("status", pa.string()),
-    ("error_kind", pa.string()), ("error", pa.string()), ("text", pa.string()), ("lines", pa.list_(LINE_TYPE)),
-    ("model", pa.string()), ("seconds", pa.float64()), ("width", pa.int32()), ("height", pa.int32()),
-    ("angle", pa.float32()),
+# Between the prepare stage and the driver: one row per line (crop set) or per page (header: crop empty).
+LINE_ROWS = pa.schema([
+    ("uri", pa.string()), ("page", pa.int32()), ("idx", pa.int32()), ("meta", pa.string()),
+    ("crop", pa.binary()), ("h", pa.int32()), ("w", pa.int32()),
 ])
-# Between the segment stage and the recogniser: a result row plus the deskewed page and its boxes.
-PAGE_SCHEMA = pa.schema(list(RESULT_SCHEMA) + [
-    ("pixels", pa.binary()), ("boxes", pa.list_(pa.list_(pa.int32()))), ("printed", pa.list_(pa.bool_())),
-])
+HEADER, FAILED = -1, -2  # idx of a page's header row: a prepared page, or an error result
 
 
 @dataclass
-class TranscribeConfigCore:
-    input: str
-    output: str
-    model: str
-    workers: int = 2
-    gpus_per_worker: float = 0.0
-    batch_size: int = 8  # pages per recogniser call
-    decoder: str = "greedy"
-    lexicon: str | None = None
-    lm: str | None = None
-    flush_pages: int = 200
-    flush_seconds: float = 20.0
-    progress_seconds: float = 10.0
-    max_pixels: int = 100_000_000
-    printed_filter: str | None = None  # URI of a word_kind checkpoint (htr_ray.printed); None: no split
+class TranscribeConfig:
+    """Read every scan (PNG, JPEG, TIFF with all pages, BMP, WebP) under --input, find its lines, read
+    them in a pool of recogniser actors and write one result row per page under --output
+    (parts/*.parquet + .jsonl, optional ALTO / PAGE-XML / hOCR files, _summary.json). Rerunning skips
+    what is already done."""
+
+    input: str = config.field(help="URI prefix of the scans (local folder or s3://bucket/prefix)")
+    output: str = config.field(help="URI prefix for the results")
+    recognizer: RecognizerSpec = config.field(RecognizerSpec(threads=1), help="how lines are read")
+    workers: int = config.field(None, help="recogniser actors, one thread each (default: one per CPU of the cluster)")
+    gpus_per_worker: float = config.field(0.0, help="GPUs per recogniser actor (0 = CPU)")
+    lines_per_batch: int = config.field(64, help="lines per actor call (they come from several pages)")
+    line_finder: str = config.field("auto", help="auto (the learned finder if shipped, else opencv), learned, "
+                                                 "learned:<uri> or opencv")
+    printed_filter: str = config.field(DEFAULT_FILTER, help="printed-text filter the opencv finder uses: form "
+                                                            "print is read, flagged and kept out of the text ('none': lines whole)")
+    formats: str = config.field(None, help="also write one file per page in these formats, under <output>/<fmt>/ "
+                                           "(comma-separated: alto, page, hocr)")
+    flush_pages: int = config.field(200, help="commit a result part after this many pages (a killed run redoes at most this many)")
+    flush_seconds: float = config.field(20.0, help="... or after this many seconds")
+    progress_seconds: float = config.field(10.0, help="print progress this often")
+    max_pixels: int = config.field(100_000_000, help="refuse images with more pixels than this (decompression bombs)")
+    address: str = config.field(None, help="Ray address (default: the cluster this job runs on, or a new local one)")
 
 
 @dataclass
@@ -81,6 +93,9 @@ class Summary:
     errors_by_kind: dict = field(default_factory=dict)
     seconds: float = 0.0
     parts_written: int = 0
+    format_files: int = 0
+    workers: int = 0
+    stage_seconds: dict = field(default_factory=dict)  # CPU seconds summed over pages: decode, find_lines, ...
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -90,63 +105,74 @@ class Summary:
         return d
 
 
+def _filter_uri(uri: str | None) -> str | None:
+    return None if uri in (None, "", "none") else uri
+
+
 # ------------------------------------------------------------------------------------ Ray Data stages
 
 
-def _read_and_segment(batch: pa.Table, max_pixels: int, printed_filter: str | None = None) -> pa.Table:
-    """Task stage: one row per input URI in, one row per page out (or one error row)."""
-    from htr_ray.layout.printed import load_cached
+def prepare_stage(batch: pa.Table, line_finder: str = "auto", printed_filter: str | None = None,
+                  max_pixels: int = images.DEFAULT_MAX_PIXELS) -> pa.Table:
+    """Task stage: URIs in; per page a header row and one row per line crop out (or one error row)."""
+    reader = PageReader(line_finder, printed_filter=printed_filter, max_pixels=max_pixels)
+    rows = {name: [] for name in LINE_ROWS.names}
 
-    flt = load_cached(printed_filter) if printed_filter else None
-    rows = []
+    def add(uri: str, page: int, idx: list[int], meta: list[str], crops: list) -> None:
+        cols = crop_columns(crops)
+        rows["uri"] += [uri] * len(idx)
+        rows["page"] += [page] * len(idx)
+        rows["idx"] += idx
+        rows["meta"] += meta
+        for k in ("crop", "h", "w"):
+            rows[k] += cols[k]
+
     for uri in batch.column("uri").to_pylist():
         try:
             data, err = storage.read_bytes(uri), None
         except storage.StorageError as exc:
             data, err = None, str(exc)
-        for item in pages.prepare_pages(uri, data, err, max_pixels=max_pixels, printed_filter=flt):
-            if isinstance(item, dict):
-                rows.append({**item, "pixels": b"", "boxes": [], "printed": None})
+        for item in reader.prepare(uri, data, err):
+            if isinstance(item, PreparedPage):
+                n = len(item.crops)
+                add(item.uri, item.page, [HEADER] + list(range(n)), [json.dumps(item.meta())] + [""] * n,
+                    [None] + item.crops)
             else:
-                h, w = item.gray.shape
-                rows.append({
-                    "uri": item.uri, "page": item.page, "pages": item.pages, "status": "pending", "error_kind": "",
-                    "error": "", "text": "", "lines": [], "model": "", "seconds": item.seconds,
-                    "width": item.size[0], "height": item.size[1], "angle": item.angle,
-                    "pixels": item.gray.tobytes(), "boxes": item.boxes, "printed": item.printed,
-                    # the deskewed page keeps the input's size (rotation is in place)
-                })
-    return pa.Table.from_pylist(rows, schema=PAGE_SCHEMA)
+                add(item.uri, item.page, [FAILED], [json.dumps(item.to_row())], [None])
+    return pa.Table.from_pydict(rows, schema=LINE_ROWS)
 
 
-class RecognizeStage:
-    """Actor stage: loads the recogniser once, then reads the lines of a batch of pages."""
+class PageAssembler:
+    """Driver side: gathers each page's header and line results; a page is assembled (by the reader)
+    as soon as all of its lines are back."""
 
-    def __init__(self, model: str, device: str, decoder: str, lexicon: str | None, lm: str | None):
-        from htr_ray.recognition.recognizer import Recognizer
+    def __init__(self, model: str):
+        self.reader = PageReader(model=model)  # assembling loads no line finder
+        self.headers: dict[tuple[str, int], PreparedPage] = {}
+        self.lines: dict[tuple[str, int], dict[int, dict]] = defaultdict(dict)
 
-        self.recognizer = Recognizer.from_uri(model, device=device, decoder=decoder, lexicon=lexicon, lm=lm)
-        self.model_name = model
+    def add(self, row: dict) -> res.PageResult | None:
+        key = (row["uri"], int(row["page"]))
+        if row["idx"] == FAILED:
+            return res.PageResult.from_row({**json.loads(row["meta"]), "model": self.reader.model})
+        if row["idx"] == HEADER:
+            self.headers[key] = PreparedPage.from_meta(json.loads(row["meta"]))
+        else:
+            self.lines[key][int(row["idx"])] = row
+        return self._complete(key)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        jobs, job_rows, out = [], [], []
-        for r in rows:
-            if r["status"] != "pending":
-                r.pop("pixels"), r.pop("boxes"), r.pop("printed")
-                r["model"] = self.model_name
-                out.append(r)
-                continue
-            gray = np.frombuffer(r["pixels"], np.uint8).reshape(r["height"], r["width"])
-            jobs.append(pages.PageJob(r["uri"], r["page"], r["pages"], gray, r["boxes"], r["angle"],
-                                      (r["width"], r["height"]), r["seconds"], r["printed"]))
-        try:
-            out.extend(pages.recognize_pages(jobs, self.recognizer, self.model_name))
-        except Exception as exc:  # a model failure on this batch: error rows, not a lost batch
-            log.exception("recognition failed for %d pages", len(jobs))
-            out.extend(pages.error_row(j.uri, "recognition_failed", f"{type(exc).__name__}: {exc}", j.page, j.pages,
-                                       self.model_name) for j in jobs)
-        return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
+    def _complete(self, key) -> res.PageResult | None:
+        page = self.headers.get(key)
+        got = self.lines.get(key, {})
+        if page is None or len(got) < len(page.lines):
+            return None
+        ordered = [got[i] for i in range(len(page.lines))]
+        del self.headers[key]
+        self.lines.pop(key, None)
+        return self.reader.assemble(page, ordered, recognize_seconds=sum(float(r["seconds"]) for r in ordered))
+
+    def incomplete(self) -> list[tuple[str, int]]:
+        return sorted(set(self.headers) | set(self.lines))
 
 
 # -------------------------------------------------------------------------------------- the output
@@ -183,14 +209,37 @@ def clean_uncommitted(output: str) -> int:
     return removed
 
 
+def parse_formats(formats: str | None) -> list[str]:
+    """``"alto,page,hocr"`` -> the formats to write (checked against :mod:`htr_ray.pages.formats`)."""
+    wanted = [f.strip().lower() for f in (formats or "").split(",") if f.strip()]
+    if not wanted:
+        return []
+    try:
+        from htr_ray.pages import formats as fmt_module
+    except ImportError as exc:
+        raise ValueError(f"--formats {formats}: htr_ray.pages.formats is not available ({exc})") from exc
+    unknown = [f for f in wanted if f not in fmt_module.FORMATS]
+    if unknown:
+        raise ValueError(f"unknown format(s) {', '.join(unknown)}: one of {', '.join(fmt_module.FORMATS)}")
+    return wanted
+
+
+def format_file_uri(output: str, uri: str, page: int, fmt: str) -> str:
+    from htr_ray.pages import formats as fmt_module
+
+    return storage.join(output, fmt, fmt_module.page_file_name(uri, page, fmt))
+
+
 class PartWriter:
     """Buffers result rows per input object and commits whole objects as part files."""
 
-    def __init__(self, output: str, run_id: str):
+    def __init__(self, output: str, run_id: str, formats: list[str] | None = None):
         self.output, self.run_id = output, run_id
+        self.formats = list(formats or [])
         self.pending: dict[str, list[dict]] = defaultdict(list)
         self.ready: list[dict] = []
         self.count = 0
+        self.format_files = 0
 
     def add(self, row: dict) -> None:
         rows = self.pending[row["uri"]]
@@ -199,12 +248,27 @@ class PartWriter:
             self.ready.extend(sorted(rows, key=lambda r: r["page"]))
             del self.pending[row["uri"]]
 
+    def _write_formats(self) -> None:
+        if not self.formats:
+            return
+        from htr_ray.pages import formats as fmt_module
+
+        for row in self.ready:
+            if row["status"] != res.OK:
+                continue  # an error row has no page to describe; its reason is in the results
+            page = res.PageResult.from_row(row)
+            for fmt in self.formats:
+                storage.write_bytes(format_file_uri(self.output, row["uri"], row["page"], fmt),
+                                    fmt_module.render(page, fmt))
+                self.format_files += 1
+
     def flush(self) -> int:
         if not self.ready:
             return 0
         base = storage.join(parts_prefix(self.output), f"part-{self.run_id}-{self.count:05d}")
-        table = pa.Table.from_pylist(self.ready, schema=RESULT_SCHEMA)
+        table = pa.Table.from_pylist(self.ready, schema=res.RESULT_SCHEMA)
         storage.write_text(base + ".jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.ready))
+        self._write_formats()  # before the commit: a rerun rewrites them under the same names
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd")
         storage.write_bytes(base + ".parquet", sink.getvalue())  # the commit
@@ -216,14 +280,14 @@ class PartWriter:
 # ------------------------------------------------------------------------------------------ the job
 
 
-def run(cfg: TranscribeConfigCore, on_progress=print) -> Summary:
-    import ray
+def run(cfg: TranscribeConfig, on_progress=print) -> Summary:
+    from htr_ray.distributed.runtime import cluster_cpus, ensure_ray
 
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray(cfg.address)
     started = time.time()
+    formats = parse_formats(cfg.formats)  # a wrong format fails here, before any work
     summary = Summary()
-    scans, others = pages.list_scans(cfg.input)
+    scans, others = list_scans(cfg.input)
     summary.inputs, summary.not_scans = len(scans), len(others)
     removed = clean_uncommitted(cfg.output)
     if removed:
@@ -232,10 +296,11 @@ def run(cfg: TranscribeConfigCore, on_progress=print) -> Summary:
     todo = [u for u in scans if u not in done]
     summary.skipped_done = len(scans) - len(todo)
     summary.objects = len(todo)
+    summary.workers = max(1, int(cfg.workers or cluster_cpus() or 1))
     on_progress(f"transcribe: {len(scans)} scans under {cfg.input} ({summary.skipped_done} already done, "
                 f"{len(todo)} to do, {len(others)} other files ignored)")
     if todo:
-        _execute(cfg, todo, summary, on_progress)
+        _execute(cfg, todo, summary, formats, on_progress)
     summary.seconds = time.time() - started
     all_rows = committed_rows(cfg.output)
     total = {
@@ -244,39 +309,48 @@ def run(cfg: TranscribeConfigCore, on_progress=print) -> Summary:
         "errors_by_kind": dict(Counter(r["error_kind"] for r in all_rows if r["status"] != "ok")),
     }
     storage.write_text(storage.join(cfg.output, "_summary.json"),
-                       json.dumps({"run": summary.as_dict(), "output": total, "input": cfg.input, "model": cfg.model}, indent=1))
+                       json.dumps({"run": summary.as_dict(), "output": total, "input": cfg.input,
+                                   "recognizer": cfg.recognizer.as_dict(), "line_finder": cfg.line_finder}, indent=1))
     return summary
 
 
-def _execute(cfg: TranscribeConfigCore, todo: list[str], summary: Summary, on_progress) -> None:
+def _execute(cfg: TranscribeConfig, todo: list[str], summary: Summary, formats: list[str], on_progress) -> None:
     import ray
 
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    device = "cuda" if cfg.gpus_per_worker > 0 else "cpu"
+    spec = cfg.recognizer.replace(device="cuda") if cfg.gpus_per_worker > 0 else cfg.recognizer
     ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=min(len(todo), 200))
-    ds = ds.map_batches(_read_and_segment, batch_size=1, batch_format="pyarrow",
-                        fn_kwargs={"max_pixels": cfg.max_pixels, "printed_filter": cfg.printed_filter})
+    ds = ds.map_batches(prepare_stage, batch_size=1, batch_format="pyarrow",
+                        fn_kwargs={"line_finder": cfg.line_finder, "printed_filter": _filter_uri(cfg.printed_filter),
+                                   "max_pixels": cfg.max_pixels})
     ds = ds.map_batches(
-        RecognizeStage,
-        fn_constructor_kwargs={"model": cfg.model, "device": device, "decoder": cfg.decoder,
-                               "lexicon": cfg.lexicon, "lm": cfg.lm},
-        batch_size=cfg.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cfg.workers)),
-        num_gpus=cfg.gpus_per_worker or None,
+        RecognizerActor, fn_constructor_kwargs={"spec": spec.as_dict(), "threads": spec.threads or 1},
+        batch_size=max(1, int(cfg.lines_per_batch)), batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=summary.workers),
+        **({"num_gpus": cfg.gpus_per_worker} if cfg.gpus_per_worker > 0 else {"num_cpus": 1}),
     )
-    writer = PartWriter(cfg.output, run_id)
+    assembler = PageAssembler(cfg.recognizer.model)
+    writer = PartWriter(cfg.output, run_id, formats)
     last_flush = last_report = time.time()
     errors: Counter = Counter()
+    stages: Counter = Counter()
+
+    def take(result: res.PageResult) -> None:
+        summary.pages += 1
+        if result.ok:
+            summary.pages_ok += 1
+            summary.lines += len(result.lines)
+            summary.pages_without_text += not result.lines
+            stages.update(result.timings)
+        else:
+            errors[result.error_kind] += 1
+        writer.add(result.to_row())
+
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in batch.to_pylist():
-            summary.pages += 1
-            if row["status"] == "ok":
-                summary.pages_ok += 1
-                summary.lines += len(row["lines"])
-                summary.pages_without_text += not row["lines"]
-            else:
-                errors[row["error_kind"]] += 1
-            writer.add(row)
+            result = assembler.add(row)
+            if result is not None:
+                take(result)
         now = time.time()
         if len(writer.ready) >= cfg.flush_pages or now - last_flush >= cfg.flush_seconds:
             writer.flush()
@@ -285,10 +359,17 @@ def _execute(cfg: TranscribeConfigCore, todo: list[str], summary: Summary, on_pr
             on_progress(f"  {summary.pages} pages done ({len(todo)} files to do), {summary.lines} lines, "
                         f"{sum(errors.values())} errors")
             last_report = now
+    for uri, page in assembler.incomplete():  # cannot happen unless a row went missing: an error row, not a gap
+        log.error("%s page %d: not all of its lines came back", uri, page)
+        header = assembler.headers.get((uri, page))
+        take(res.PageResult.failed(uri, "incomplete", "not all of the page's lines came back from the recognisers",
+                                   page, header.pages if header else 1, cfg.recognizer.model))
     if writer.pending:  # cannot happen unless a page row went missing: report, never drop silently
         for uri, rows in writer.pending.items():
             log.error("object %s: got %d of %d pages", uri, len(rows), rows[0]["pages"])
             writer.ready.extend(rows)
     writer.flush()
     summary.parts_written = writer.count
+    summary.format_files = writer.format_files
     summary.errors_by_kind = dict(errors)
+    summary.stage_seconds = {k: round(v, 4) for k, v in stages.items()}
