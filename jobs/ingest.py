@@ -26,6 +26,7 @@ class IngestConfig:
     chunk_size: int = config.field(5000, help="records per chunk = rows per part file")
     val_percent: int = config.field(5, help="percent of train (by document/writer where known) kept for validation")
     parallel: bool = config.field(None, help="read chunks with Ray Data (default: when there are 3+ chunks)")
+    address: str = config.field(None, help="Ray cluster for --parallel (default: $RAY_ADDRESS if set, else a new local Ray)")
 
 
 def build_parser():
@@ -35,7 +36,8 @@ def build_parser():
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = config.from_args(IngestConfig, argv)
-    report = run_ingest(cfg.format, cfg.input, cfg.output, cfg.chunk_size, cfg.val_percent, cfg.parallel)
+    report = run_ingest(cfg.format, cfg.input, cfg.output, cfg.chunk_size, cfg.val_percent, cfg.parallel,
+                        address=cfg.address)
     print("\n".join(report.summary_lines()))
     assert report.read == report.total_written + report.total_errors, "count in != written + errors"
     return 0

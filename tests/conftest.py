@@ -96,9 +96,10 @@ def ray_local(s3_server):
     the AWS variables. Tests that need Ray take this fixture."""
     import ray
 
+    from htr_ray.distributed.runtime import ensure_ray
+
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+        ensure_ray(num_cpus=4, log_to_driver=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
         from ray.data import DataContext
 
         DataContext.get_current().enable_progress_bars = False

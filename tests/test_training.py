@@ -152,3 +152,25 @@ def test_killed_worker_is_replaced_and_training_finishes(ray_local, tiny_iam, tm
     epochs = [e["epoch"] for e in ts.get("history", [])]
     assert epochs == sorted(set(epochs)) and epochs[0] == 1, epochs
     assert meta["epoch"] in (1, 2, 3)
+
+
+# ---------------------------------------------------------------------------- what the cluster can host
+
+
+def test_plan_resources_keeps_a_cpu_for_the_data_side_or_refuses_with_what_to_change():
+    from htr_ray.distributed.train import ClusterTooSmall, plan_resources
+
+    # room for both: unchanged
+    assert plan_resources(2, 1.0, False, {"CPU": 3.0}) == (1.0, None)
+    # data already in memory (no sampling tasks during training): the workers may take every CPU
+    assert plan_resources(2, 1.0, False, {"CPU": 2.0}, data_cpus=0) == (1.0, None)
+    # `ray start --head --num-cpus 2` + --workers 2 with a sampled epoch: half a CPU each, one left for Ray Data
+    cpus, note = plan_resources(2, 1.0, False, {"CPU": 2.0})
+    assert cpus == 0.5 and "1 CPU stays free for the data side" in note and "--cpus-per-worker 0.5" in note
+    # too small even for that: refused, saying what to change
+    with pytest.raises(ClusterTooSmall, match=r"need 9 CPUs, and the cluster has 2.5: use --workers 1"):
+        plan_resources(8, 1.0, False, {"CPU": 2.5})
+    with pytest.raises(ClusterTooSmall, match=r"2 workers x 1 CPU need 2 CPUs, and the cluster has 1: use --workers 1"):
+        plan_resources(2, 1.0, False, {"CPU": 1.0}, data_cpus=0)
+    with pytest.raises(ClusterTooSmall, match=r"needs 2 GPUs, and the cluster has 1: use --workers 1"):
+        plan_resources(2, 1.0, True, {"CPU": 16.0, "GPU": 1.0})

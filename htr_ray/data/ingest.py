@@ -87,7 +87,8 @@ def ingest_chunk(format_name: str, chunk: dict, index: int, output: str) -> dict
 
 
 def run_ingest(format_name: str, input_uri: str, output: str, chunk_size: int = DEFAULT_ROWS_PER_SHARD,
-               val_percent: int | None = None, parallel: bool | None = None, parallel_min_chunks: int = 3) -> IngestReport:
+               val_percent: int | None = None, parallel: bool | None = None, parallel_min_chunks: int = 3,
+               address: str | None = None) -> IngestReport:
     fmt = get_format(format_name)
     started = time.time()
     vp = fmt.default_val_percent if val_percent is None else val_percent
@@ -96,7 +97,7 @@ def run_ingest(format_name: str, input_uri: str, output: str, chunk_size: int = 
     report.add_errors([e.as_dict() for e in plan_errors])
     report.read += len(plan_errors)
     use_ray = parallel if parallel is not None else len(chunks) >= parallel_min_chunks
-    results = _run_with_ray(format_name, chunks, output) if use_ray and chunks else \
+    results = _run_with_ray(format_name, chunks, output, address) if use_ray and chunks else \
         [ingest_chunk(format_name, c, i, output) for i, c in enumerate(chunks)]
     report.parallel = bool(use_ray and chunks)
     for r in results:
@@ -111,12 +112,11 @@ def run_ingest(format_name: str, input_uri: str, output: str, chunk_size: int = 
     return report
 
 
-def _run_with_ray(format_name: str, chunks: list[dict], output: str) -> list[dict]:
+def _run_with_ray(format_name: str, chunks: list[dict], output: str, address: str | None = None) -> list[dict]:
     """One Ray Data row per chunk; each task reads its chunk and writes its own part files."""
-    import ray
+    from htr_ray.distributed.runtime import ensure_ray
 
-    if not ray.is_initialized():
-        ray.init()
+    ray = ensure_ray(address)
     items = [{"index": i, "chunk": json.dumps(c)} for i, c in enumerate(chunks)]
 
     def work(row: dict) -> dict:

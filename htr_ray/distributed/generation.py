@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -45,25 +44,13 @@ class MakeDatasetConfig:
                                               "lines or 200 pages each)")
     preview: str = config.field("", help="also write a contact-sheet PNG of the first samples to this URI")
     preview_count: int = config.field(24, help="samples on the contact sheet")
-    ray_address: str = config.field("", help="Ray cluster to use (default: $RAY_ADDRESS if set, else a new local Ray)")
+    address: str = config.field("", help="Ray cluster to use (default: $RAY_ADDRESS if set, else a new local Ray)")
     num_cpus: int = config.field(0, help="CPUs for a new local Ray (0: all)")
     parallel: bool = config.field(True, help="use Ray Data (--no-parallel: one process, same bytes)")
 
 
 def plan_tasks(n: int, rows_per_task: int) -> list[dict]:
     return [{"task": k, "start": s, "stop": min(n, s + rows_per_task)} for k, s in enumerate(range(0, n, rows_per_task))]
-
-
-def _init_ray(cfg: MakeDatasetConfig):
-    import ray
-
-    if not ray.is_initialized():
-        address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address)
-        else:  # a private local cluster: never attach to someone else's by accident
-            ray.init(address="local", num_cpus=cfg.num_cpus or None, include_dashboard=False)
-    return ray
 
 
 def generate(cfg: MakeDatasetConfig) -> dict:
@@ -80,7 +67,9 @@ def generate(cfg: MakeDatasetConfig) -> dict:
         raise ValueError("--n must be positive")
     cpus = 1
     if cfg.parallel:
-        ray = _init_ray(cfg)
+        from htr_ray.distributed.runtime import ensure_ray
+
+        ray = ensure_ray(cfg.address or None, num_cpus=cfg.num_cpus or None)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     per = cfg.rows_per_task or max(1, min(2000 if cfg.kind == "lines" else 200, math.ceil(cfg.n / (4 * cpus))))
     tasks = plan_tasks(cfg.n, per)

@@ -11,6 +11,13 @@ validation score (CER, or 1 - accuracy), ``FailureConfig(max_failures)`` replace
 restarts from the latest checkpoint, and starting the same run (same ``--name`` and
 ``--storage-path``) again resumes from it (Ray Train V2: ``ray.train.get_checkpoint()``).
 
+Before anything starts, :func:`plan_resources` checks that the cluster can host the workers *and* the
+data side: when the epoch samples its sources (``--epoch-size``/``--weights``: ``random_sample`` runs as
+Ray Data tasks while the workers train), one CPU is kept free for those tasks, if need be by giving the
+workers a fraction of a CPU each; a cluster too small even for that is refused with a message that says
+what to change. (Without it, ``ray start --head --num-cpus 2`` + ``--workers 2`` hung: the two workers
+held both CPUs and the data tasks never ran.)
+
 Test hook: with ``HTR_TEST_CRASH_EPOCH=N`` and ``HTR_TEST_CRASH_MARKER=<path>`` in the workers'
 environment, rank 1 (or 0 in a one-worker run) kills its own process once at the start of epoch N
 (the marker file makes it happen only once).
@@ -52,7 +59,9 @@ def read_dataset(uri: str, split: str):
 
 def mixed_dataset(datasets: list, sizes: list[int], weights: list[float], epoch_size: int):
     """One dataset drawing ``mixing_plan`` samples from each source per epoch (random_sample is
-    re-drawn each time the dataset is iterated, i.e. every epoch)."""
+    re-drawn each time the dataset is iterated, i.e. every epoch). Returns (dataset, plan, lazy):
+    ``lazy`` when the dataset still has operations (the samplers) that run as Ray Data tasks during
+    training, which then need CPU of their own."""
     plan = mixing_plan(sizes, weights, epoch_size)
     parts = []
     for ds, size, n in zip(datasets, sizes, plan):
@@ -65,8 +74,60 @@ def mixed_dataset(datasets: list, sizes: list[int], weights: list[float], epoch_
             parts.append(ds.random_sample(frac - whole))
     if not parts:
         raise ValueError("no training data")
+    lazy = any(all(p is not d for d in datasets) for p in parts)
     out = parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
-    return out, plan
+    return out, plan, lazy
+
+
+DATA_CPUS = 1.0  # kept free for Ray Data's tasks while the workers train, when the epoch needs any
+MIN_CPUS_PER_WORKER = 0.25  # below this a worker's reservation no longer means anything
+
+
+class ClusterTooSmall(RuntimeError):
+    """The cluster cannot host the training workers and the data side; the message says what to change."""
+
+
+def cluster_capacity() -> tuple[dict, bool]:
+    """(resources, autoscaling): the most an autoscaling cluster can grow to (its autoscaler's node
+    groups, as Ray Train itself checks), else what the cluster's nodes have now (``ray start`` nodes)."""
+    import ray
+
+    try:
+        from ray._private import state
+
+        most = state.state.get_max_resources_from_cluster_config()
+    except Exception:  # not exposed by this Ray, or no autoscaler: a fixed cluster
+        most = None
+    if most:
+        return {k: float(v) for k, v in most.items()}, True
+    return dict(ray.cluster_resources()), False
+
+
+def plan_resources(workers: int, cpus_per_worker: float, use_gpu: bool, capacity: dict,
+                   data_cpus: float = DATA_CPUS) -> tuple[float, str | None]:
+    """CPUs to reserve per worker so that ``workers`` of them plus ``data_cpus`` fit in ``capacity``,
+    and a note when that is less than asked for. Raises :class:`ClusterTooSmall` when they cannot fit."""
+    cpus = float(capacity.get("CPU", 0.0))
+    if workers < 1:
+        raise ClusterTooSmall(f"--workers {workers}: at least one training worker is needed")
+    if use_gpu:
+        gpus = float(capacity.get("GPU", 0.0))
+        if gpus < workers:
+            raise ClusterTooSmall(f"--workers {workers} --use-gpu needs {workers} GPUs, and the cluster has "
+                                  f"{gpus:g}: use --workers {int(gpus)} (or --no-use-gpu), or add GPU nodes")
+    if workers * cpus_per_worker + data_cpus <= cpus + 1e-9:
+        return cpus_per_worker, None
+    what = (f"{workers} workers x {cpus_per_worker:g} CPU" + (f" + {data_cpus:g} CPU for the Ray Data tasks that "
+            "sample each epoch" if data_cpus else "") + f" need {workers * cpus_per_worker + data_cpus:g} CPUs, "
+            f"and the cluster has {cpus:g}")
+    shrunk = (cpus - data_cpus) / workers
+    if data_cpus and shrunk >= MIN_CPUS_PER_WORKER:
+        shrunk = int(shrunk * 100) / 100
+        return shrunk, (f"{what}: reserving {shrunk:g} CPU per worker so that {data_cpus:g} CPU stays free for "
+                        f"the data side (--cpus-per-worker {shrunk:g} says so yourself; more CPUs: add nodes)")
+    most = int((cpus - data_cpus) // max(cpus_per_worker, MIN_CPUS_PER_WORKER)) if cpus > data_cpus else 0
+    fix = f"use --workers {most}" if most >= 1 else f"give the cluster at least {workers * MIN_CPUS_PER_WORKER + data_cpus:g} CPUs"
+    raise ClusterTooSmall(f"{what}: {fix}, lower --cpus-per-worker, or add nodes")
 
 
 def _storage(cfg: TrainConfig):
@@ -83,12 +144,15 @@ def _checkpoint_uri(cfg: TrainConfig, ckpt) -> str:
 
 
 def run_ray(cfg: TrainConfig) -> dict:
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if not ray.is_initialized():
-        ray.init()  # inside `ray job submit` this joins the job's cluster
+    from htr_ray.distributed.runtime import ensure_ray
+
+    ensure_ray()  # inside `ray job submit` this joins the job's cluster
+    capacity, autoscaling = cluster_capacity()
+    if cfg.use_gpu:  # refuse before reading any data
+        plan_resources(cfg.workers, cfg.cpus_per_worker, True, capacity, data_cpus=0)
     model_kind = kind_of(cfg.model, cfg.params())
     datasets, sizes, labels = [], [], set()
     for uri in cfg.data:
@@ -101,9 +165,13 @@ def run_ray(cfg: TrainConfig) -> dict:
                     labels.update(t)
                 else:
                     labels.add(t)
-    train_ds, plan = mixed_dataset(datasets, sizes, cfg.weights, cfg.epoch_size)
+    train_ds, plan, lazy = mixed_dataset(datasets, sizes, cfg.weights, cfg.epoch_size)
     log.info("training data: %s -> %s samples per epoch", dict(zip(cfg.data, sizes)), plan)
-    resources = {"CPU": cfg.cpus_per_worker}
+    cpus_per_worker, note = plan_resources(cfg.workers, cfg.cpus_per_worker, cfg.use_gpu, capacity,
+                                           data_cpus=DATA_CPUS if lazy else 0.0)
+    if note:
+        log.warning("%s%s", "cluster (at most, autoscaling): " if autoscaling else "cluster: ", note)
+    resources = {"CPU": cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = 1
     path, fs = _storage(cfg)
