@@ -86,4 +86,4 @@ def grow_output(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
-from htr_ray.models import char_cnn, crnn  # noqa: E402,F401  (registers the architectures)
+from htr_ray.models import char_cnn, crnn, line_finder  # noqa: E402,F401  (registers the architectures)

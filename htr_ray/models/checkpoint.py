@@ -44,6 +44,8 @@ STATE_FILE = "train_state.pt"
 
 def input_spec(model) -> dict:
     """How to turn an image into this model's input (what the recognizer must do)."""
+    if hasattr(model, "input_spec"):  # a model that says so itself (the line finder)
+        return model.input_spec()
     if getattr(model, "kind", "line") == "word_kind":
         return {"function": "htr_ray.layout.printed.word_input", "height": int(model.input_height),
                 "width": int(model.input_width), "ink": 1.0, "dtype": "float32", "layout": "N1HW"}

@@ -15,6 +15,8 @@ text line, printed and handwritten, in reading order). Kinds:
   that fits it.
 - ``generated``: a generated cheque, prescription or homework page (font handwriting; the ``test``
   split uses the unseen test fonts, as :class:`~htr_ray.data.synth.pages.PageGenerator` does).
+- ``empty_form``: one of those forms with no handwriting at all (only printed lines);
+  ``blank``: paper, sometimes ruled, and nothing written (no lines).
 
 Each line dict: ``text``, ``kind`` ("handwritten" | "printed"), ``bbox`` [x0, y0, x1, y1] (hugs the
 ink, pixels of ``image``), ``polygon`` (the line's rotated rectangle, 4 points clockwise),
@@ -43,7 +45,7 @@ from htr_ray.data.synth.pages import LAYOUTS, PAGE_DOMAINS, _Page
 log = logging.getLogger(__name__)
 
 IAM_KINDS = ("iam_plain", "iam_ruled", "iam_form_cheque", "iam_form_prescription", "iam_form_homework")
-KINDS = IAM_KINDS + ("generated",)
+KINDS = IAM_KINDS + ("generated", "empty_form", "blank")
 SPLITS = ("train", "val", "test")
 HANDWRITTEN, PRINTED = "handwritten", "printed"
 
@@ -131,6 +133,21 @@ def _iam_ink(split: str, index: int) -> _Ink | None:
     return _Ink(a, (top, bot), r["text"], r["id"])
 
 
+@functools.lru_cache(maxsize=8192)
+def _writer_core(split: str, index: int) -> float | None:
+    """The x-height of line ``index``'s writer: the median over the lines of its form (one line's own
+    estimate is noisy: dense capitals or a long descender move it)."""
+    form = iam_pool(split)[index]["form"]
+    return _form_core(split, form)
+
+
+@functools.lru_cache(maxsize=2048)
+def _form_core(split: str, form: str) -> float | None:
+    ix = dict(_forms(split)).get(form, ())
+    cores = [ink.core[1] - ink.core[0] for ink in (_iam_ink(split, i) for i in ix) if ink is not None]
+    return float(np.median(cores)) if cores else None
+
+
 def _scaled(ink: _Ink, scale: float, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
     """(alpha at ``scale`` with a random pen weight, core top, baseline) of one IAM line."""
     h, w = ink.alpha.shape
@@ -148,8 +165,9 @@ class _Sheet(_Page):
     """A page being composed (the printed layer and handwriting coverage of :class:`_Page`) that also
     records every printed text line and the geometry of every handwritten line."""
 
-    def __init__(self, w, h, rng, face, split, cjk_face=None, iam: bool = False):
+    def __init__(self, w, h, rng, face, split, cjk_face=None, iam: bool = False, empty: bool = False):
         super().__init__(w, h, rng, face, split, cjk_face)
+        self.empty = empty
         self.all_lines: list[dict] = []  # both kinds, in the order they were written (reading order)
         self.iam = iam
         self.used: set[int] = set()
@@ -175,6 +193,8 @@ class _Sheet(_Page):
 
     # handwriting ----------------------------------------------------------------------------------
     def handwrite(self, s: str, x: int, baseline: int, max_w: int, *, cjk: bool = False, face=None) -> None:
+        if self.empty:
+            return
         if not self.iam:
             n = len(self.lines)
             super().handwrite(s, x, baseline, max_w, cjk=cjk, face=face)
@@ -194,9 +214,10 @@ class _Sheet(_Page):
         best, best_cost = None, None
         for i in cands:
             ink = _iam_ink(self.split, i)
-            if ink is None:
+            wc = _writer_core(self.split, i)
+            if ink is None or not wc:
                 continue
-            w = ink.alpha.shape[1] * core / (ink.core[1] - ink.core[0])
+            w = ink.alpha.shape[1] * core / wc
             cost = abs(w - target_w) / target_w + (2.0 if w > max_w else 0.0) + (0.0 if i in own else 0.3)
             if best_cost is None or cost < best_cost:
                 best, best_cost = i, cost
@@ -204,7 +225,7 @@ class _Sheet(_Page):
             raise ValueError("no usable IAM line")
         self.used.add(best)
         ink = _iam_ink(self.split, best)
-        scale = core / (ink.core[1] - ink.core[0])
+        scale = core / _writer_core(self.split, best)
         if ink.alpha.shape[1] * scale > max_w:
             scale = max_w / ink.alpha.shape[1]
         a, top, bot = _scaled(ink, scale, rng)
@@ -322,10 +343,11 @@ def _ruled_or_plain(rng: np.random.Generator, split: str, ruled: bool) -> tuple[
             base += pitch
             continue
         ink = _iam_ink(split, order[k])
+        wc = _writer_core(split, order[k])
         k += 1
-        if ink is None:
+        if ink is None or not wc:
             continue
-        scale = core * float(rng.uniform(0.9, 1.1)) / (ink.core[1] - ink.core[0])
+        scale = core * float(rng.uniform(0.95, 1.05)) / wc
         x = left + int(rng.integers(0, 40)) + (int(rng.integers(40, 160)) if rng.random() < 0.1 else 0)
         scale = min(scale, (right - x) / ink.alpha.shape[1])
         a, top, bot = _scaled(ink, scale, rng)
@@ -350,8 +372,19 @@ def compose_page(seed: int, split: str, kind: str) -> ComposedPage:
     if kind in ("iam_plain", "iam_ruled"):
         p, meta = _ruled_or_plain(rng, split, kind == "iam_ruled")
         angle_sd = 1.5
+    elif kind == "blank":
+        w = int(rng.integers(1200, 1800))
+        h = int(w * rng.uniform(0.45, 1.45))
+        latin, _ = _faces(split)
+        p = _Sheet(w, h, rng, render._pick_face(rng, latin), split)
+        if rng.random() < 0.5:
+            pitch = int(rng.integers(40, 90))
+            for yv in range(int(rng.integers(60, 200)), h - 40, pitch):
+                p.rule(20, yv, w - 20, shade=int(rng.integers(140, 215)), width=1)
+        angle_sd = 1.0
     else:
-        domain = kind.rsplit("_", 1)[1] if kind != "generated" else PAGE_DOMAINS[int(rng.integers(len(PAGE_DOMAINS)))]
+        fixed = kind.startswith("iam_form_")
+        domain = kind.rsplit("_", 1)[1] if fixed else PAGE_DOMAINS[int(rng.integers(len(PAGE_DOMAINS)))]
         layout, (w, h) = LAYOUTS[domain]
         latin, cjk = _faces(split)
         if kind == "generated":
@@ -361,7 +394,7 @@ def compose_page(seed: int, split: str, kind: str) -> ComposedPage:
         for attempt in range(6):
             face = render._pick_face(rng, latin)
             cjk_face = render._pick_face(rng, cjk) if (cjk and kind == "generated") else None
-            p = _Sheet(w, h, rng, face, split, cjk_face, iam=kind != "generated")
+            p = _Sheet(w, h, rng, face, split, cjk_face, iam=fixed, empty=kind == "empty_form")
             try:
                 layout(p)
                 break
@@ -369,7 +402,7 @@ def compose_page(seed: int, split: str, kind: str) -> ComposedPage:
                 log.debug("page %d (%s) attempt %d: %s", seed, kind, attempt, e)
         else:
             raise RuntimeError(f"could not lay out page {seed} ({kind})")
-        meta = {"domain": domain, "font": face.name if kind == "generated" else "iam-ondb"}
+        meta = {"domain": domain, "font": "iam-ondb" if fixed else face.name}
         angle_sd = 1.0
     img, m = _scan(p, rng, angle_sd, 4.0)
     lines = _finish_lines(p, m)
