@@ -470,7 +470,7 @@ def _hocr(result: PageResult, image_name: str) -> bytes:
         _sub(head, "meta", {"name": "htr-ray:error-kind", "content": _clean(result.error_kind)})
         _sub(head, "meta", {"name": "htr-ray:error", "content": _clean(result.error)})
     body = _sub(html, "body")
-    pg = _sub(body, "div", {"class": "ocr_page", "id": "page_1",
+    pg = _sub(body, "div", {"class": "ocr_page", "id": f"page_{int(result.page) + 1}",
                             "title": f"image {_hocr_quote(image_name)}; {_bbox(0, 0, width, height)}; "
                                      f"ppageno {int(result.page)}"})
     for i, ln in enumerate(lines):
