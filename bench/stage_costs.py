@@ -1,0 +1,175 @@
+"""CPU cost of each stage of the bulk job per page, on one core: the inputs of docs/scaling.md.
+
+    .venv/bin/python bench/stage_costs.py --pages 12 [--json out.json]
+
+One process, one thread (torch, OpenCV and BLAS pinned to 1), the bulk job's own defaults (its
+config's line finder, printed filter and recogniser spec), on pages of bench/peers.py's page set.
+Per page it measures *CPU* seconds of this thread (``time.thread_time``, so that other work on a shared
+machine does not inflate the figures, as wall time would):
+
+- decode: the scan's bytes -> gray page (``images.decode_pages``);
+- find_lines: ``PageReader.prepare_gray`` (line finder, deskew, crops, input coordinates);
+- recognize: the recogniser on the crops of ``--pages-per-call`` pages at once (batched as the actor does);
+- assemble: ``PageReader.assemble`` -> PageResult; serialise: ``PageResult.to_row`` into Arrow.
+
+Also the bytes each page moves: the scan (an S3 GET), the crops (what crosses Ray's object store
+between the prepare tasks and the recogniser actors) against the whole decoded page; and the
+recogniser's forward FLOPs per line (torch backend, FlopCounterMode + the LSTM's products), the
+figure a GPU estimate starts from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from htr_ray import config  # noqa: E402
+from htr_ray.io import images  # noqa: E402
+
+
+def lstm_flops(model: torch.nn.Module, frames: int) -> float:
+    total = 0.0
+    for lstm in [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]:
+        directions = 2 if lstm.bidirectional else 1
+        for layer in range(lstm.num_layers):
+            total += directions * frames * 2 * (getattr(lstm, f"weight_ih_l{layer}").numel()
+                                                 + getattr(lstm, f"weight_hh_l{layer}").numel())
+    return total
+
+
+def flops_per_line(spec, crops: list[np.ndarray]) -> float | None:
+    """Forward FLOPs per line of the spec's model run as torch (conv + linear counted by torch's
+    FlopCounterMode, the LSTM's matrix products added: the counter does not see them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        rec = spec.replace(backend="torch", quantize=None).build()
+        model = rec.model
+        if not isinstance(model, torch.nn.Module):
+            return None
+    except Exception as exc:  # an exported-only model: no torch graph to count
+        print(f"FLOPs not counted: {exc}", file=sys.stderr)
+        return None
+    total = 0.0
+    for c in crops:
+        x = torch.from_numpy(images.pad_batch([images.normalize_line(c, rec.height, rec.max_width)])[0])
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            logits = model(x)
+        total += counter.get_total_flops() + lstm_flops(model, logits.shape[1])
+    return total / max(len(crops), 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pages", type=int, default=12)
+    ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--pages-per-call", type=int, default=6, help="pages whose lines go to the recogniser at once")
+    ap.add_argument("--workdir", default=None, help="a bench/peers.py page set to reuse (its pages/ and manifest.json)")
+    ap.add_argument("--json", default=str(REPO / "work" / "bench" / "stage_costs.json"))
+    args = ap.parse_args()
+
+    import peers
+    import pyarrow as pa
+
+    from htr_ray.pages.results import RESULT_SCHEMA
+    from htr_ray.distributed.transcribe import TranscribeConfig, _filter_uri
+    from htr_ray.pages.reader import PageReader
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="htr-stages-"))
+    if (work / "manifest.json").exists():
+        manifest = json.loads((work / "manifest.json").read_text())[: args.pages]
+    else:
+        manifest = peers.build_page_set(work / "pages", args.pages, args.seed)
+    cfg = config.from_args(TranscribeConfig, ["--input", "-", "--output", "-"])
+    spec = cfg.recognizer
+    reader = PageReader(cfg.line_finder, _filter_uri(cfg.printed_filter))
+    recognizer = spec.build()
+    reader.finder  # load it outside the clock
+
+    cost = {k: 0.0 for k in ("decode", "find_lines", "recognize", "assemble", "serialise")}
+    scan_bytes = page_bytes = crop_bytes = lines = 0
+    all_crops: list[np.ndarray] = []
+    for start in range(0, len(manifest), args.pages_per_call):
+        group = manifest[start:start + args.pages_per_call]
+        prepared = []
+        for m in group:
+            data = (work / "pages" / m["file"]).read_bytes()
+            scan_bytes += len(data)
+            t = time.thread_time()
+            (gray,) = images.decode_pages(data)
+            cost["decode"] += time.thread_time() - t
+            page_bytes += gray.nbytes
+            t = time.thread_time()
+            p = reader.prepare_gray(gray, m["file"])
+            cost["find_lines"] += time.thread_time() - t
+            prepared.append(p)
+        crops = [c for p in prepared for c in p.crops]
+        crop_bytes += sum(c.nbytes for c in crops)
+        lines += len(crops)
+        all_crops += crops[:: max(1, len(crops) // 8)]
+        t = time.thread_time()
+        results = recognizer.recognize(crops) if crops else []
+        cost["recognize"] += time.thread_time() - t
+        k = 0
+        rows = []
+        for p in prepared:
+            n = len(p.crops)
+            t = time.thread_time()
+            r = reader.assemble(p, results[k:k + n])
+            cost["assemble"] += time.thread_time() - t
+            t = time.thread_time()
+            rows.append(r.to_row())
+            cost["serialise"] += time.thread_time() - t
+            k += n
+        t = time.thread_time()
+        pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+        cost["serialise"] += time.thread_time() - t
+
+    n = len(manifest)
+    flops = flops_per_line(spec, all_crops[:24])
+    per_page = {k: round(1000 * v / n, 1) for k, v in cost.items()}
+    total_ms = sum(cost.values()) * 1000 / n
+    out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared",
+           "pages": n, "lines": lines, "lines_per_page": round(lines / n, 2),
+           "kinds": sorted({m["kind"] for m in manifest}), "recognizer": spec.as_dict(),
+           "line_finder": reader.finder_name, "printed_filter": _filter_uri(cfg.printed_filter),
+           "cpu_ms_per_page": per_page, "cpu_ms_per_page_total": round(total_ms, 1),
+           "pages_per_core_second": round(1000 / total_ms, 3),
+           "recognize_cpu_ms_per_line": round(1000 * cost["recognize"] / max(lines, 1), 2),
+           "bytes_per_page": {"scan": scan_bytes // n, "decoded_page": page_bytes // n, "crops": crop_bytes // n},
+           "model_mflops_per_line": round(flops / 1e6, 1) if flops else None}
+    print(f"{n} pages ({lines} lines, {lines / n:.1f} per page), one thread, line finder {reader.finder_name}, "
+          f"recogniser backend {spec.backend} {spec.quantize or ''}; CPU ms per page by stage:")
+    print("| stage | CPU ms / page |")
+    print("|---|---|")
+    for k, v in per_page.items():
+        print(f"| {k} | {v} |")
+    print(f"| total | {total_ms:.1f} |")
+    print(f"-> {1000 / total_ms:.2f} pages per core-second; recognise {out['recognize_cpu_ms_per_line']} ms per line; "
+          f"bytes per page: scan {out['bytes_per_page']['scan']:,}, page {out['bytes_per_page']['decoded_page']:,}, "
+          f"crops {out['bytes_per_page']['crops']:,}; model {out['model_mflops_per_line']} MFLOP per line")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
