@@ -330,13 +330,14 @@ def read_alto(data: bytes) -> PageResult:
         poly = tl.find("a:Shape/a:Polygon", ns)
         polygon = _parse_points(poly.get("POINTS", "")) if poly is not None else []
         baseline = _parse_points(tl.get("BASELINE", ""))
-        words, confs = [], []
+        words, confs, spaces = [], [], []
         for s in tl.findall("a:String", ns):
             content = s.get("CONTENT", "")
             if not content:
                 continue
             if words:
-                confs.append(None)  # the space before this word
+                spaces.append(len(confs))  # the space before this word
+                confs.append(None)
             words.append(content)
             glyphs = s.findall("a:Glyph", ns)
             gc = [_conf(g.get("GC")) for g in glyphs] if len(glyphs) == len(content) else []
@@ -344,9 +345,9 @@ def read_alto(data: bytes) -> PageResult:
                 wc = _conf(s.get("WC"))
                 gc = [wc] * len(content)
             confs.extend(gc)
-        for i, c in enumerate(confs):  # spaces: the lower of their neighbours
-            if c is None:
-                confs[i] = min(v for v in (confs[i - 1], confs[i + 1]) if v is not None)
+        for i in spaces:  # a space: the lower of its neighbours (a word on either side)
+            if confs[i - 1] is not None and confs[i + 1] is not None:
+                confs[i] = min(confs[i - 1], confs[i + 1])
         char_conf = [float(c) for c in confs] if confs and all(c is not None for c in confs) else []
         conf = sum(char_conf) / len(char_conf) if char_conf else 0.0
         lines.append(TextLine(text=" ".join(words), confidence=conf, char_confidences=char_conf,
@@ -517,7 +518,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def page_file_name(uri: str, page: int, fmt: str) -> str:
     """The output file name of one page of one input: a readable stem from the input's name, a short hash
     of the whole URI (so inputs with the same name in different folders or buckets do not collide), the
-    0-based page number and the format's extension, e.g. ``scan_07-3f2a9c1b0d-p0000.alto.xml``."""
+    0-based page number and the format's extension: ``s3://archive/cheques/scan_07.png``, page 0, ALTO ->
+    ``scan_07-f778ce0896-p0000.alto.xml``."""
     ext = EXTENSIONS[_check(fmt)]
     tail = (uri or "").split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     stem = tail.rsplit(".", 1)[0] if "." in tail.lstrip(".") else tail
