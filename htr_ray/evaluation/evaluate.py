@@ -8,7 +8,7 @@ misclassified characters. Everything goes into ``<report>/metrics.json`` beside 
 
 Small data is read in this process; large data (``use_ray=True``, or automatically above
 ``ray_threshold`` samples) runs with Ray Data: shards are read with ``read_parquet`` and recognised by an
-actor pool of :class:`RecognizeBatch` (one :class:`~htr_ray.recognition.recognizer.Recognizer` per actor), then the
+actor pool of :class:`~htr_ray.distributed.actors.RecognizerActor` (the bulk job's too; one recogniser per actor), then the
 (small) predictions are gathered here for the metrics. Page samples (rows with ``lines``) are evaluated
 line by line, cropping each line's bbox out of the page. An unreadable sample is a prediction with an
 ``error`` (and counts as fully wrong): samples in = predictions out.
@@ -83,31 +83,34 @@ def recognize_items(rec, items: list[dict]) -> list[dict]:
     return out
 
 
-class RecognizeBatch:
-    """Ray Data callable class: loads the recogniser once per actor, reads batches of shard rows."""
+def expand_stage(batch) -> "pyarrow.Table":
+    """Ray Data task stage: shard rows -> line rows for :class:`~htr_ray.distributed.actors.RecognizerActor`
+    (``crop``/``h``/``w`` plus id, truth, source, domain and the reading error, if any)."""
+    import pyarrow as pa
 
-    def __init__(self, model_uri: str, decoder: str = "greedy", lexicon=None, lm=None, threads: int = 1,
-                 beam_options: dict | None = None, device: str = "cpu", width_bucket: int = 32):
-        import torch
+    from htr_ray.distributed.actors import crop_columns
 
-        from htr_ray.recognition.recognizer import Recognizer
+    items = [it for row in batch.to_pylist() for it in expand_row(row)]
+    cols = crop_columns([None if it.get("error") else it.get("gray") for it in items])
+    return pa.table({"id": [it["id"] for it in items], "truth": [it["truth"] for it in items],
+                     "source": [it["source"] for it in items], "domain": [it["domain"] for it in items],
+                     "error": [it.get("error") or "" for it in items],
+                     "crop": pa.array(cols["crop"], pa.binary()), "h": pa.array(cols["h"], pa.int32()),
+                     "w": pa.array(cols["w"], pa.int32())})
 
-        torch.set_num_threads(max(1, threads))
-        self.rec = Recognizer.from_uri(model_uri, device=device, decoder=decoder, lexicon=lexicon, lm=lm,
-                                       beam_options=beam_options, width_bucket=width_bucket)
 
-    def __call__(self, batch):  # a pyarrow.Table
-        rows = batch.to_pylist()
-        items = [it for row in rows for it in expand_row(row)]
-        preds = recognize_items(self.rec, items)
-        seconds = preds[0].pop("_seconds", 0.0) if preds else 0.0
-        return {
-            "id": [p["id"] for p in preds], "truth": [p["truth"] for p in preds], "pred": [p["pred"] for p in preds],
-            "confidence": [p["confidence"] for p in preds], "source": [p["source"] for p in preds],
-            "domain": [p["domain"] for p in preds], "error": [p["error"] or "" for p in preds],
-            "char_confidences": [json.dumps(p["char_confidences"]) for p in preds],
-            "seconds": [seconds / max(len(preds), 1)] * len(preds),
-        }
+def recognizer_spec(model_uri: str, decoder: str = "greedy", lexicon=None, lm=None, beam_options: dict | None = None,
+                    device: str = "cpu", width_bucket: int = 32):
+    """The :class:`~htr_ray.recognition.spec.RecognizerSpec` that reads as
+    ``Recognizer.from_uri(model_uri, decoder=..., lexicon=..., lm=..., ...)`` does (no LM unless given)."""
+    from htr_ray.recognition.spec import RecognizerSpec
+
+    options = dict(beam_options or {})
+    unknown = sorted(set(options) - set(RecognizerSpec.BEAM_OPTIONS))
+    if unknown:
+        raise ValueError(f"beam options {unknown} are not RecognizerSpec fields ({', '.join(RecognizerSpec.BEAM_OPTIONS)})")
+    return RecognizerSpec(model=model_uri, decoder=decoder, lexicon=lexicon, lm=lm if lm else "none", device=device,
+                          width_bucket=width_bucket, threads=1, **options)
 
 
 def predict_local(rec, data_uri: str, split: str, limit: int | None = None, batch_size: int = 256) -> tuple[list[dict], float]:
@@ -153,7 +156,8 @@ def _columns(data_uri: str, split: str) -> list[str]:
 def predict_ray(model_uri: str, data_uri: str, split: str, decoder: str = "greedy", lexicon=None, lm=None,
                 actors: int = 2, batch_size: int = 128, limit: int | None = None,
                 beam_options: dict | None = None, device: str = "cpu", width_bucket: int = 32) -> tuple[list[dict], float]:
-    """Predictions with Ray Data: read_parquet -> map_batches(RecognizeBatch) on an actor pool of up to
+    """Predictions with Ray Data: read_parquet -> expand_stage (tasks: decode, crop page lines) ->
+    map_batches(RecognizerActor) on an actor pool of up to
     ``actors`` recognisers (1 CPU each, or 1 GPU each when ``device`` is cuda)."""
     import ray
     from ray.data import ActorPoolStrategy
@@ -163,15 +167,18 @@ def predict_ray(model_uri: str, data_uri: str, split: str, decoder: str = "greed
         raise FileNotFoundError(f"no shards under {storage.join(data_uri, split)}")
     fs, _ = storage.pyarrow_filesystem(uris[0])
     paths = [storage.pyarrow_filesystem(u)[1] for u in uris]
-    if not ray.is_initialized():
-        ray.init()
+    from htr_ray.distributed.actors import RecognizerActor
+    from htr_ray.distributed.runtime import ensure_ray
+
+    ensure_ray()
     ds = ray.data.read_parquet(paths, filesystem=fs, columns=_columns(data_uri, split))
     if limit is not None:
         ds = ds.limit(limit)
+    spec = recognizer_spec(model_uri, decoder, lexicon, lm, beam_options, device, width_bucket)
+    ds = ds.map_batches(expand_stage, batch_format="pyarrow", batch_size=int(batch_size))
     ds = ds.map_batches(
-        RecognizeBatch,
-        fn_constructor_kwargs={"model_uri": model_uri, "decoder": decoder, "lexicon": lexicon, "lm": lm,
-                               "beam_options": beam_options, "device": device, "width_bucket": width_bucket},
+        RecognizerActor,
+        fn_constructor_kwargs={"spec": spec.as_dict()},
         batch_format="pyarrow",
         batch_size=int(batch_size),
         compute=ActorPoolStrategy(min_size=1, max_size=max(1, actors)),
@@ -182,9 +189,10 @@ def predict_ray(model_uri: str, data_uri: str, split: str, decoder: str = "greed
     seconds = 0.0
     for r in rows:
         seconds += float(r.pop("seconds", 0.0))
-        r["error"] = r["error"] or None
-        r["char_confidences"] = json.loads(r["char_confidences"])
-        preds.append(r)
+        preds.append({"id": r["id"], "truth": r["truth"], "source": r["source"], "domain": r["domain"],
+                      "pred": r["text"], "confidence": float(r["confidence"]),
+                      "char_confidences": [round(c, 4) for c in r["char_confidences"] or []],
+                      "error": r["error"] or None})
     return preds, seconds
 
 
