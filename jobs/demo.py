@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -17,17 +16,14 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from htr_ray import config
+from htr_ray import config, paths
+from htr_ray.distributed.transcribe import TranscribeConfig, committed_rows, run
 from htr_ray.evaluation import domain_checks
+from htr_ray.evaluation.evaluate import score_page
 from htr_ray.io import images, storage
-from htr_ray.pages import reader as pages  # noqa: E402
-from htr_ray.layout.printed import DEFAULT_FILTER  # noqa: E402
-from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL, TranscribeConfigCore, committed_rows, run  # noqa: E402
+from htr_ray.layout.printed import DEFAULT_FILTER
+from htr_ray.recognition.spec import RecognizerSpec
 
 
 @dataclass
@@ -36,10 +32,11 @@ class DemoConfig:
 
     pages: int = config.field(12, help="pages to generate (cheques, prescriptions and homework in turn)")
     seed: int = config.field(2026, help="seed of the generated archive")
-    workdir: str = config.field(str(REPO / "work" / "demo"), help="where the archive and the results are written")
-    model: str = config.field(DEFAULT_LINE_MODEL, help="line recognizer checkpoint URI")
+    workdir: str = config.field(str(paths.REPO_ROOT / "work" / "demo"), help="where the archive and the results are written")
+    recognizer: RecognizerSpec = config.field(RecognizerSpec(threads=1), help="how lines are read")
     workers: int = config.field(2, help="recognizer actors")
-    printed_filter: str = config.field(DEFAULT_FILTER, help="printed-text filter checkpoint URI ('none': read lines whole)")
+    line_finder: str = config.field("auto", help="auto, learned or opencv (see jobs/transcribe.py)")
+    printed_filter: str = config.field(DEFAULT_FILTER, help="printed-text filter of the opencv finder ('none': read lines whole)")
 
 
 def generate_archive(cfg: DemoConfig) -> dict[str, dict]:
@@ -69,13 +66,15 @@ def main(argv=None) -> int:
     for uri in storage.list_uris(output) if os.path.isdir(output) else []:
         storage.delete(uri)  # a fresh run each time: the demo shows the whole job, not a resume
 
-    print(f"2. transcribing with {cfg.model} on a local Ray ({cfg.workers} recognizer actors) ...")
-    ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    print(f"2. transcribing with {cfg.recognizer.model} on a local Ray ({cfg.workers} recognizer actors) ...")
+    from htr_ray.distributed.runtime import ensure_ray
+
+    ray = ensure_ray(log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    core = TranscribeConfigCore(input=storage.join(cfg.workdir, "archive"), output=output, model=cfg.model,
-                                workers=cfg.workers, batch_size=4,
-                                printed_filter=None if cfg.printed_filter in ("", "none") else cfg.printed_filter)
-    summary = run(core, on_progress=lambda m: print("   " + m))
+    job = TranscribeConfig(input=storage.join(cfg.workdir, "archive"), output=output, recognizer=cfg.recognizer,
+                           workers=cfg.workers, lines_per_batch=32, line_finder=cfg.line_finder,
+                           printed_filter=cfg.printed_filter)
+    summary = run(job, on_progress=lambda m: print("   " + m))
     ray.shutdown()
     s = summary.as_dict()
     print(f"   {s['pages']} pages, {s['lines']} lines, {s['errors']} errors in {s['seconds']:.1f}s "
@@ -90,8 +89,8 @@ def main(argv=None) -> int:
         d = per_domain[t["domain"]]
         d["pages"] += 1
         found = row["lines"] if row and row["status"] == "ok" else []
-        handwritten = [ln for ln in found if not ln.get("printed")]
-        score = pages.score_page(t["lines"], found)
+        handwritten = [ln for ln in found if ln["kind"] != "printed"]
+        score = score_page(t["lines"], found)
         d["errors"] += score["errors"]
         d["chars"] += score["chars"]
         d["missed"] += score["missed"]
@@ -112,11 +111,11 @@ def main(argv=None) -> int:
         overall = total_e / max(total_c, 1)
         cer, uri, found, checks = min(examples, key=lambda e: abs(e[0] - overall))
         print(f"\n   e.g. {uri} (CER {cer:.3f}):")
-        hand = [ln for ln in found if not ln.get("printed")]
+        hand = [ln for ln in found if ln["kind"] != "printed"]
         for ln in hand[:8]:
             print(f"     {ln['confidence']:.2f}  {ln['text']}")
         print(f"     (+ {len(found) - len(hand)} pieces of form print, flagged printed: "
-              + ", ".join(repr(ln["text"]) for ln in found if ln.get("printed") and ln["confidence"] > 0.9)[:120] + ")")
+              + ", ".join(repr(ln["text"]) for ln in found if ln["kind"] == "printed" and ln["confidence"] > 0.9)[:120] + ")")
         print(f"     checks: {json.dumps(checks['summary'])}")
     print(f"\nresults: {output}/parts/*.parquet|.jsonl, summary {output}/_summary.json "
           f"({time.time() - started:.0f}s in all)")

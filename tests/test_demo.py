@@ -27,4 +27,4 @@ def test_demo_generates_transcribes_and_scores_every_page(ray_local, tmp_path):
     assert 0.0 <= table["all"] < 0.8  # a real score against the ground truth (bench/page_quality.py: 0.31)
     rows = committed_rows(storage.join(str(tmp_path), "results"), columns=("uri", "status", "lines"))
     assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
-    assert any(ln["printed"] for r in rows for ln in r["lines"])  # form print flagged, and kept
+    assert any(ln["kind"] == "printed" for r in rows for ln in r["lines"])  # form print flagged, and kept
