@@ -4,7 +4,9 @@ The schemas come from registry wheels (never written here): ALTO 4.4 from ``htrf
 serialization/schemas), PAGE 2019-07-15 and the Library of Congress xlink schema that ALTO imports from
 ``ocrd-validators``, and XHTML 1.0 Strict (for hOCR) from ``xmlschema`` itself. scripts/setup installs the
 first two with ``--no-deps`` (only their .xsd files are read). Validation never touches the network:
-remote schema locations are blocked (``allow="local"``) and xlink is pointed at the local copy.
+remote schema locations are blocked (``allow="local"``) and xlink is pointed at the local copy. hOCR has
+no XSD: besides XHTML it passes ``hocr-spec``, the validator of the hOCR spec's editor, and a parse of
+every property used.
 """
 
 from __future__ import annotations
@@ -255,6 +257,27 @@ def test_hocr_is_well_formed_and_its_properties_parse():
             assert len(wp["x_bboxes"]) == 4 * len(word)
             x0, y0, x1, y1 = (int(v) for v in wp["bbox"])
             assert ln.bbox[0] <= x0 <= x1 <= ln.bbox[2] and (y0, y1) == (ln.bbox[1], ln.bbox[3])
+
+
+def _hocr_spec_errors(doc: bytes, tmp_path: Path) -> list[str]:
+    from hocr_spec import HocrValidator  # the reference validator of the hOCR spec's editor
+
+    f = tmp_path / "page.hocr.html"
+    f.write_bytes(doc)
+    report = HocrValidator("standard").validate(str(f))
+    return [str(i) for i in report.items if i.level in ("ERROR", "FATAL")]
+
+
+@pytest.mark.parametrize("name", sorted(_pages()))
+def test_hocr_passes_the_hocr_spec_validator(tmp_path, name):
+    """Classes, nesting, metadata and every property's type and range, as hocr-spec checks them. It knows
+    only the properties the spec lists; ``x_kind`` is ours (engine-specific, as hOCR's x_ prefix allows),
+    so it is the one thing taken out before, and the one thing it finds otherwise."""
+    doc = render(_pages()[name], "hocr")
+    assert _hocr_spec_errors(re.sub(rb"; x_kind \w+", b"", doc), tmp_path) == []
+    assert all("x_kind" in e for e in _hocr_spec_errors(doc, tmp_path))
+    bad = re.sub(rb"; x_kind \w+", b"", re.sub(rb"x_wconf \d+", b"x_wconf 150", doc))
+    assert bad == re.sub(rb"; x_kind \w+", b"", doc) or _hocr_spec_errors(bad, tmp_path)
 
 
 def test_tricky_text_comes_back_exactly_from_every_format():
