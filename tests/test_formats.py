@@ -11,6 +11,7 @@ every property used.
 
 from __future__ import annotations
 
+import datetime as _dt
 import importlib.metadata
 import re
 import xml.etree.ElementTree as ET
@@ -118,6 +119,20 @@ def test_the_validators_reject_what_the_schemas_forbid(schemas):
     hocr = render(sample_page(), "hocr").decode()
     assert _errors(schemas["hocr"], re.sub(r"<title>.*?</title>", "", hocr).encode())  # head needs a title
     assert _errors(schemas["hocr"], hocr.replace('<span class="ocr_line"', '<span align="left" class="ocr_line"', 1).encode())
+
+
+def test_the_same_result_renders_to_the_same_bytes(schemas):
+    """Bulk job and Serve, first run and rerun: one page result, one file. Only a time the caller gives
+    changes PAGE-XML's Created/LastChange."""
+    for fmt in FORMATS:
+        assert render(sample_page(), fmt) == render(PageResult.from_row(sample_page().to_row()), fmt)
+    when = _dt.datetime(2026, 11, 30, 23, 59, 58, 123456, tzinfo=_dt.timezone(_dt.timedelta(hours=1)))
+    data = render(sample_page(), "page", created=when)
+    meta = ET.fromstring(data).find("p:Metadata", P)
+    assert [meta.findtext(f"p:{k}", namespaces=P) for k in ("Created", "LastChange")] == ["2026-11-30T22:59:58Z"] * 2
+    assert _errors(schemas["page"], data) == []
+    assert ET.fromstring(render(sample_page(), "page")).findtext("p:Metadata/p:Created", namespaces=P) == \
+        "1970-01-01T00:00:00Z"
 
 
 def test_media_types_and_extensions_cover_every_format():

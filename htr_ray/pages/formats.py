@@ -30,6 +30,7 @@ per character, and otherwise from the line box divided in proportion to characte
 word spans the line box. Every ``char_confidences`` value is per character of ``text`` (spaces included):
 a word's confidence is the mean of its characters', or the line's confidence when they are missing.
 A page with status ``error`` renders as a valid document with no lines, its error kind and message kept.
+The same result always renders to the same bytes (see :data:`EPOCH`).
 
 What ALTO has no place for, and :func:`read_alto` therefore cannot give back exactly: runs of several
 spaces (ALTO separates words with one ``SP``; read back as one space), leading and trailing spaces, the
@@ -228,7 +229,7 @@ def _sub(parent: ET.Element, tag: str, attrib: dict | None = None, text: str | N
 # ---------------------------------------------------------------- ALTO
 
 
-def _alto(result: PageResult, image_name: str) -> bytes:
+def _alto(result: PageResult, image_name: str, created: _dt.datetime) -> bytes:
     lines = _lines(result)
     width, height = _page_size(result, lines)
     root = ET.Element("alto", {"xmlns": ALTO_NS, "xmlns:xsi": XSI_NS,
@@ -379,16 +380,16 @@ def _text_equiv(parent: ET.Element, text: str, conf: float | None) -> None:
     _sub(te, "Unicode", text=text)
 
 
-def _pagexml(result: PageResult, image_name: str) -> bytes:
+def _pagexml(result: PageResult, image_name: str, created: _dt.datetime) -> bytes:
     lines = _lines(result)
     width, height = _page_size(result, lines)
     root = ET.Element("PcGts", {"xmlns": PAGE_NS, "xmlns:xsi": XSI_NS,
                                 "xsi:schemaLocation": f"{PAGE_NS} {PAGE_XSD}"})
     meta = _sub(root, "Metadata")
     _sub(meta, "Creator", text=SOFTWARE)
-    now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    _sub(meta, "Created", text=now)
-    _sub(meta, "LastChange", text=now)
+    stamp = created.astimezone(_dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _sub(meta, "Created", text=stamp)
+    _sub(meta, "LastChange", text=stamp)
     comments = [f"model: {result.model}", f"status: {result.status}"]
     if result.status == ERROR:
         comments += [f"error_kind: {result.error_kind}", f"error: {result.error}"]
@@ -454,7 +455,7 @@ def _hocr_baseline(ln: _Line) -> str | None:
     return f"baseline {slope:.4f} {offset:.2f}".replace("-0.0000", "0.0000")
 
 
-def _hocr(result: PageResult, image_name: str) -> bytes:
+def _hocr(result: PageResult, image_name: str, created: _dt.datetime) -> bytes:
     lines = _lines(result)
     width, height = _page_size(result, lines)
     html = ET.Element("html", {"xmlns": XHTML_NS, "xml:lang": "en", "lang": "en"})
@@ -505,11 +506,22 @@ def _hocr(result: PageResult, image_name: str) -> bytes:
 _WRITERS = {"alto": _alto, "page": _pagexml, "hocr": _hocr}
 
 
-def render(result: PageResult, fmt: str, image_name: str | None = None) -> bytes:
-    """``result`` as an ALTO v4, PAGE-XML 2019-07-15 or hOCR document (UTF-8 bytes). ``image_name``
-    is the image file the document refers to (default: the result's URI)."""
+# What PAGE-XML's required Created/LastChange hold unless the caller gives a time: the Unix epoch, as
+# reproducible builds do (SOURCE_DATE_EPOCH=0), so that one page result always renders to the same bytes:
+# in the bulk job and in Serve, in a first run and in a rerun that rewrites a file under the same name.
+EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def render(result: PageResult, fmt: str, image_name: str | None = None, *,
+           created: _dt.datetime | None = None) -> bytes:
+    """``result`` as an ALTO v4, PAGE-XML 2019-07-15 or hOCR document (UTF-8 bytes), the same bytes for
+    the same result. ``image_name`` is the image file the document refers to (default: the result's URI);
+    ``created`` fills PAGE-XML's Created/LastChange (default :data:`EPOCH`; a naive time is taken as UTC)."""
     name = image_name if image_name is not None else (result.uri or "")
-    return _WRITERS[_check(fmt)](result, _clean(name))
+    when = created or EPOCH
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return _WRITERS[_check(fmt)](result, _clean(name), when)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
