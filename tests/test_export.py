@@ -180,8 +180,9 @@ def test_char_classifier_exports(tmp_path):
 def test_bulk_stage_reads_pages_with_an_exported_model(line_model, exported, iam_lines):
     """The bulk job's recogniser stage (and Serve, which loads the same way) takes an exported
     directory as its model URI unchanged: same line texts on a page as the checkpoint."""
-    from htr_ray.pages import reader as pages
-    from htr_ray.distributed.transcribe import RecognizeStage
+    from htr_ray.distributed.actors import RecognizerActor
+    from htr_ray.distributed.transcribe import TranscribeConfig, actor_spec
+    from htr_ray.pages.reader import PageReader
 
     lines = iam_lines[0][:3]
     width = max(g.shape[1] for g in lines) + 40
@@ -191,13 +192,16 @@ def test_bulk_stage_reads_pages_with_an_exported_model(line_model, exported, iam
         page[y:y + g.shape[0], 20:20 + g.shape[1]] = g
         y += g.shape[0] + 40
     data = images.encode_png(page)
-    stage = RecognizeStage(exported["onnx-fp32"], "cpu", "greedy", None, None)
-    assert stage.recognizer.describe()["backend"] == "onnx"
-    got = pages.transcribe_bytes(data, stage.recognizer)
-    ref = pages.transcribe_bytes(data, Recognizer.from_uri(line_model))
-    assert [r["status"] for r in got] == [r["status"] for r in ref]
-    assert [[ln["text"] for ln in r["lines"]] for r in got] == [[ln["text"] for ln in r["lines"]] for r in ref]
-    assert len(got[0]["lines"]) >= 2
+    cfg = TranscribeConfig(input="unused", output="unused")
+    cfg.recognizer = cfg.recognizer.replace(model=exported["onnx-fp32"])
+    actor = RecognizerActor(actor_spec(cfg).as_dict())  # the job's onnx/int8 default yields to the export's own
+    assert actor.recognizer.describe()["backend"] == "onnx" and actor.recognizer.describe()["quantize"] is None
+    reader = PageReader("opencv")
+    got = reader.read("page.png", data, actor.recognizer)
+    ref = reader.read("page.png", data, Recognizer.from_uri(line_model))
+    assert [r.status for r in got] == [r.status for r in ref]
+    assert [[ln.text for ln in r.lines] for r in got] == [[ln.text for ln in r.lines] for r in ref]
+    assert len(got[0].lines) >= 2
 
 
 def test_evaluate_takes_an_exported_directory(line_model, exported, iam_lines, tmp_path):
