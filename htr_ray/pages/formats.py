@@ -465,7 +465,7 @@ def _hocr(result: PageResult, image_name: str, created: _dt.datetime) -> bytes:
     _sub(head, "meta", {"name": "ocr-system", "content": SOFTWARE})
     _sub(head, "meta", {"name": "ocr-capabilities",
                         "content": "ocr_page ocr_carea ocr_par ocr_line ocrx_word ocrp_wconf ocrp_poly"})
-    _sub(head, "meta", {"name": "ocr-number-of-pages", "content": str(max(1, int(result.pages)))})
+    _sub(head, "meta", {"name": "ocr-number-of-pages", "content": "1"})  # one file a page; ppageno places it
     _sub(head, "meta", {"name": "htr-ray:model", "content": _clean(result.model)})
     _sub(head, "meta", {"name": "htr-ray:status", "content": result.status})
     if result.status == ERROR:
