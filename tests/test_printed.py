@@ -8,7 +8,9 @@ import pytest
 
 from htr_ray.models import checkpoint
 from htr_ray.io import images
-from htr_ray.pages import reader as pages
+from htr_ray.evaluation.evaluate import score_page
+from htr_ray.layout.opencv import OpenCVLineFinder
+from htr_ray.pages.reader import PageReader
 from htr_ray.layout import printed
 from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter
 from htr_ray.data.synth.pages import PageGenerator
@@ -87,17 +89,17 @@ def test_page_text_leaves_print_out_and_keeps_every_piece(flt, line_model):
     rec = Recognizer.from_uri(line_model)
     page = PageGenerator(seed=4, split="test", domains=["cheque"]).sample(0)
     data = images.encode_png(page.image)
-    plain = pages.transcribe_bytes(data, rec)[0]
-    split = pages.transcribe_bytes(data, rec, printed_filter=flt)[0]
-    assert not any(ln["printed"] for ln in plain["lines"])
-    flagged = [ln for ln in split["lines"] if ln["printed"]]
+    plain = PageReader(OpenCVLineFinder()).read("p.png", data, rec)[0].to_row()
+    split = PageReader(OpenCVLineFinder(printed_filter=flt)).read("p.png", data, rec)[0].to_row()
+    assert not any(ln["kind"] == "printed" for ln in plain["lines"])
+    flagged = [ln for ln in split["lines"] if ln["kind"] == "printed"]
     assert flagged and len(flagged) < len(split["lines"])
-    assert split["text"] == "\n".join(ln["text"] for ln in split["lines"] if not ln["printed"])
+    assert split["text"] == "\n".join(ln["text"] for ln in split["lines"] if ln["kind"] != "printed")
     # the cheque's printed words (bank, "PAY TO THE ORDER OF", "DOLLARS") are read, flagged, and kept
     assert len(split["lines"]) >= len(plain["lines"])
     # and the handwriting is scored better without them
-    before = pages.score_page(page.lines, plain["lines"])
-    after = pages.score_page(page.lines, split["lines"])
+    before = score_page(page.lines, plain["lines"])
+    after = score_page(page.lines, split["lines"])
     assert after["errors"] / after["chars"] <= before["errors"] / before["chars"]
 
 
@@ -111,8 +113,8 @@ def test_a_failing_filter_costs_no_page(line_model):
 
     rec = Recognizer.from_uri(line_model)
     data = images.encode_png(PageGenerator(seed=4, split="test", domains=["cheque"]).sample(0).image)
-    plain = pages.transcribe_bytes(data, rec)
-    got = pages.transcribe_bytes(data, rec, printed_filter=Broken())
+    plain = [r.to_row() for r in PageReader(OpenCVLineFinder()).read("p.png", data, rec)]
+    got = [r.to_row() for r in PageReader(OpenCVLineFinder(printed_filter=Broken())).read("p.png", data, rec)]
     assert len(got) == 1 and got[0]["status"] == "ok"
     assert [ln["text"] for ln in got[0]["lines"]] == [ln["text"] for ln in plain[0]["lines"]]
-    assert not any(ln["printed"] for ln in got[0]["lines"])
+    assert not any(ln["kind"] == "printed" for ln in got[0]["lines"])

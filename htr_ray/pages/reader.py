@@ -127,12 +127,18 @@ class PageReader:
 
     def __init__(self, line_finder: str | LineFinder | None = "auto", printed_filter: str | None = None,
                  max_pixels: int = images.DEFAULT_MAX_PIXELS, min_side: int = MIN_PAGE_SIDE, model: str = ""):
-        if line_finder is None or isinstance(line_finder, str):
-            line_finder = load_line_finder(line_finder or "auto", printed_filter)
-        self.finder = line_finder
+        self._finder = line_finder if line_finder is not None else "auto"
+        self.printed_filter = printed_filter
         self.max_pixels = max_pixels
         self.min_side = min_side
         self.model = model
+
+    @property
+    def finder(self) -> LineFinder:
+        """The line finder, loaded on first use (assembling needs none)."""
+        if isinstance(self._finder, str):
+            self._finder = load_line_finder(self._finder, self.printed_filter)
+        return self._finder
 
     @property
     def finder_name(self) -> str:
@@ -252,122 +258,3 @@ def list_scans(prefix: str) -> tuple[list[str], list[str]]:
     everything = storage.list_uris(prefix)
     scans = [u for u in everything if u.lower().endswith(SCAN_SUFFIXES)]
     return scans, [u for u in everything if not u.lower().endswith(SCAN_SUFFIXES)]
-
-
-# ---------------------------------------------------------------------------------------------------
-# LEGACY (removed once htr_ray/distributed/serve.py and the tests have moved to PageReader): the old
-# page assembly, kept only so that other modules keep working during the move. Do not use.
-
-import cv2  # noqa: E402
-
-from htr_ray.layout import segment  # noqa: E402
-
-
-@dataclass
-class PageJob:
-    """A decoded, deskewed page with its line boxes, ready for the recognizer."""
-
-    uri: str
-    page: int
-    pages: int
-    gray: np.ndarray  # deskewed page
-    boxes: list[list[int]]  # in deskewed coordinates
-    angle: float
-    size: tuple[int, int]  # (width, height) of the page as given
-    seconds: float = 0.0
-    printed: list[bool] | None = None  # per box, when a printed-text filter has split the lines
-
-
-def split_printed(job: PageJob, printed_filter) -> PageJob:
-    """Cut each line box into its printed and handwritten pieces (:meth:`htr_ray.layout.printed.PrintedFilter.split_lines`)
-    and flag them, in place. The pieces cover every word of the line: nothing is dropped here. Should
-    the filter fail on a page, its lines stay whole and unflagged (logged): the page is still read."""
-    try:
-        split = printed_filter.split_lines([segment.crop(job.gray, b) for b in job.boxes])
-    except Exception:  # a filter fault must not cost the page its transcription
-        log.exception("printed-text filter failed on %s page %d; lines kept whole", job.uri, job.page)
-        return job
-    boxes, flags = [], []
-    for (x0, y0, x1, y1), pieces in zip(job.boxes, split):
-        for a, b, printed in pieces:
-            boxes.append([x0 + a, y0, x0 + b, y1])
-            flags.append(bool(printed))
-    job.boxes, job.printed = boxes, flags
-    return job
-
-
-def error_row(uri: str, kind: str, message: str, page: int = 0, pages: int = 1, model: str = "") -> dict:
-    return {"uri": uri, "page": page, "pages": pages, "status": "error", "error_kind": kind, "error": message,
-            "text": "", "lines": [], "model": model, "seconds": 0.0, "width": 0, "height": 0, "angle": 0.0}
-
-
-def prepare_pages(uri: str, data: bytes | None, read_error: str | None = None,
-                  max_pixels: int = images.DEFAULT_MAX_PIXELS, printed_filter=None) -> list[PageJob | dict]:
-    """Decode every page of one scan and find its lines (split into printed and handwritten pieces
-    when a ``printed_filter`` is given). Whatever cannot be read becomes an error row (a dict), so the
-    caller gets at least one item per input: inputs in = rows out."""
-    if read_error is not None:
-        return [error_row(uri, "read_error", read_error)]
-    started = time.time()
-    try:
-        decoded = images.decode_pages(data or b"", max_pixels=max_pixels, min_side=MIN_PAGE_SIDE)
-    except images.ImageError as exc:
-        return [error_row(uri, exc.kind, str(exc))]
-    out: list[PageJob | dict] = []
-    for i, gray in enumerate(decoded):
-        t0 = time.time()
-        seg = segment.segment_page(gray)
-        job = PageJob(uri, i, len(decoded), seg.page, seg.boxes, seg.angle, (gray.shape[1], gray.shape[0]))
-        if printed_filter is not None:
-            split_printed(job, printed_filter)
-        job.seconds = (t0 - started) / len(decoded) + time.time() - t0
-        out.append(job)
-    return out
-
-
-def recognize_pages(jobs: Sequence[PageJob], recognizer, model_name: str = "") -> list[dict]:
-    """Recognise the lines of several pages in one call (the recognizer sorts all their lines by
-    width and batches them), then assemble one result row per page."""
-    crops, owners = [], []
-    for j, job in enumerate(jobs):
-        for b, box in enumerate(job.boxes):
-            crops.append(segment.crop(job.gray, box))
-            owners.append((j, b))
-    started = time.time()
-    results = recognizer.recognize(crops) if crops else []
-    per_line = (time.time() - started) / max(len(crops), 1)
-    lines_of: list[list[dict]] = [[] for _ in jobs]
-    for (j, b), res in zip(owners, results):
-        job = jobs[j]
-        if res.error:
-            continue
-        lines_of[j].append({"text": res.text, "confidence": float(res.confidence),
-                            "bbox": to_input_coordinates(job.boxes[b], job.angle, job.size),
-                            "printed": bool(job.printed[b]) if job.printed else False})
-    rows = []
-    for job, lines in zip(jobs, lines_of):
-        kept = [ln for ln in lines if ln["text"].strip()]
-        rows.append({
-            "uri": job.uri, "page": job.page, "pages": job.pages, "status": "ok", "error_kind": "", "error": "",
-            "text": "\n".join(ln["text"] for ln in kept if not ln["printed"]), "lines": kept, "model": model_name,
-            "seconds": round(job.seconds + per_line * len(job.boxes), 4),
-            "width": job.size[0], "height": job.size[1], "angle": round(job.angle, 3),
-        })
-    return rows
-
-
-def transcribe_bytes(data: bytes, recognizer, uri: str = "upload", model_name: str = "",
-                     printed_filter=None) -> list[dict]:
-    """One scan's bytes -> result rows (one per page), errors included: the single-process path."""
-    prepared = prepare_pages(uri, data, printed_filter=printed_filter)
-    jobs = [p for p in prepared if isinstance(p, PageJob)]
-    rows = [p for p in prepared if isinstance(p, dict)]
-    return rows + recognize_pages(jobs, recognizer, model_name)
-
-
-
-
-def score_page(truth, found, iou_threshold: float = 0.3) -> dict:
-    from htr_ray.evaluation.evaluate import score_page as _score
-
-    return _score(truth, found, iou_threshold)
