@@ -320,13 +320,18 @@ def run(cfg: TranscribeConfig, on_progress=print) -> Summary:
 
 def actor_spec(cfg: TranscribeConfig) -> RecognizerSpec:
     """The spec the actors build: an exported model directory runs with its own backend and
-    quantisation (the job's onnx/int8 default applies to checkpoints); a GPU actor runs on cuda."""
+    quantisation (the job's onnx/int8 default applies to checkpoints); a GPU actor runs on cuda, with
+    torch fp32 in place of the CPU-only int8 default."""
     from htr_ray.recognition import export
 
     spec = cfg.recognizer
     if export.is_exported(spec.model):
         spec = spec.replace(backend=None, quantize=None)
-    return spec.replace(device="cuda") if cfg.gpus_per_worker > 0 else spec
+    if cfg.gpus_per_worker > 0:
+        if (spec.backend, spec.quantize) == ("onnx", "int8"):
+            spec = spec.replace(backend="torch", quantize=None)
+        spec = spec.replace(device="cuda")
+    return spec
 
 
 def _execute(cfg: TranscribeConfig, todo: list[str], summary: Summary, formats: list[str], on_progress) -> None:
