@@ -136,3 +136,83 @@ def test_submitted_training_job_checkpoints_and_resumes(head, tiny_shards, tmp_p
     metas = [checkpoint.read_meta(str(p.parent)) for p in runs.rglob("model.json")]
     assert sorted(m["epoch"] for m in metas) == [1, 2], [m["epoch"] for m in metas]
     assert checkpoint.is_checkpoint(best2)
+
+
+# ---------------------------------------------------------------------------- README, as written
+
+
+def _readme_cluster_commands() -> str:
+    """The bash block of README's "On a Ray cluster" section, verbatim."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### On a Ray cluster: `ray job submit`"):]
+    start = section.index("```bash\n") + len("```bash\n")
+    return section[start:section.index("```", start)]
+
+
+def _kill_mentioning(text: str, sig: int) -> None:
+    """Signal every process whose command line names ``text`` (our private temp dir: they are ours)."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if text.encode() in (d / "cmdline").read_bytes():
+                    os.kill(int(d.name), sig)
+            except (OSError, ProcessLookupError):
+                pass
+
+
+def _run_readme_commands(commands: str) -> tuple[int, str, Path]:
+    """Run the README block once on a private head; returns (exit status, output, temp dir)."""
+    tmp = Path(tempfile.mkdtemp(prefix="htrreadme-", dir="/tmp"))  # short: Ray's socket paths are limited
+    gcs, dash = free_port(), free_port()
+    private = (f"ray start --head --num-cpus 2 --port {gcs} --dashboard-port {dash} --temp-dir {tmp}/ray "
+               f"--include-dashboard true --dashboard-host 127.0.0.1 --node-ip-address 127.0.0.1 "
+               f"--object-store-memory {600 * 2**20} --ray-client-server-port {free_port()} "
+               f"--dashboard-agent-listen-port {free_port()} --dashboard-agent-grpc-port {free_port()} "
+               f"--runtime-env-agent-port {free_port()} --metrics-export-port {free_port()}")
+    script = (commands.replace("ray start --head --num-cpus 2\n", private + "\n")
+              .replace("http://127.0.0.1:8265", f"http://127.0.0.1:{dash}")
+              .replace("$PWD/work/ray_results", str(tmp / "runs"))
+              .replace("ray stop\n", ""))
+    venv_bin = str(VENV_BIN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH", "VIRTUAL_ENV"))}
+    env.update(HOME=str(tmp / "home"), OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0",
+               PATH=os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin))
+    (tmp / "home").mkdir()
+    try:
+        p = subprocess.run(["bash", "-e", "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=420)
+        return p.returncode, p.stdout + p.stderr, tmp
+    finally:  # stop this head (`ray stop` would stop every Ray on the machine)
+        _kill_mentioning(str(tmp), signal.SIGTERM)
+        time.sleep(2)
+        _kill_mentioning(str(tmp), signal.SIGKILL)
+
+
+def test_readme_cluster_section_as_written(shared_data):
+    """README's commands, run by bash from the repository root in a shell where the venv is NOT active
+    (the activation line must do it) and with a HOME of its own (the token line must make the token).
+    What differs from a user's shell, and only that: the head gets private ports and a private temp
+    dir (other Ray instances run on this machine), the runs go to a temp folder, and `ray stop` (which
+    would stop every Ray here) is replaced by stopping this head. It must finish: two workers on a
+    2-CPU head while Ray Data samples the epoch (this hung before training reserved CPU for it).
+    Ray gives a starting node 30 s to register, which a heavily loaded machine can miss: only that
+    failure of `ray start` is tried again."""
+    commands = _readme_cluster_commands()
+    for needle in ("ray start --head --num-cpus 2\n", "http://127.0.0.1:8265", "$PWD/work/ray_results", "ray stop\n",
+                   "source .venv/bin/activate", "export RAY_AUTH_MODE=token"):
+        assert needle in commands, f"README's cluster section no longer has {needle!r}: update this test with it"
+    for attempt in range(3):
+        rc, out, tmp = _run_readme_commands(commands)
+        try:
+            if rc != 0 and "timed out during startup" in out and "ray job submit" not in out and attempt < 2:
+                continue
+            assert rc == 0, f"README's cluster commands exited {rc}:\n{out[-8000:]}"
+            assert re.search(r"Job '\S+' succeeded", out), out[-4000:]
+            assert (tmp / "home" / ".ray" / "auth_token").is_file()  # the token line made the token
+            assert "reserving 0.5 CPU per worker" in out, out[-4000:]  # the job said what it did with the CPUs
+            assert re.search(r"epoch 1/1 +loss [0-9.]+ +val CER", out), out[-4000:]
+            best = re.findall(r"best checkpoint: (\S+)", out)[-1]
+            assert best.startswith(str(tmp / "runs" / "first-run")) and checkpoint.is_checkpoint(best), best
+            return
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
