@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +196,208 @@ def test_builtin_lexicons():
     assert "thirty" in Lexicon.from_file("builtin:cheque")
     with pytest.raises(ValueError):
         Lexicon.from_file("builtin:nothing")
+
+
+# ------------------------------------------------------------------- compiled search and LM tables
+
+
+def _peaky(rng: np.random.Generator, text: str, charset: str, confuse: float = 0.3) -> np.ndarray:
+    """CTC-like outputs for ``text``: blank frames between 1-2 character frames; some characters have
+    a look-alike nearly as probable, some frames are noisy (so the beam has real choices to make)."""
+    C = len(charset) + 1
+    rows = []
+    for ch in text:
+        z = rng.normal(0, 1.0, C)
+        z[charset.index(ch) + 1] += rng.uniform(3, 8)
+        if rng.random() < confuse:
+            z[int(rng.integers(1, C))] += rng.uniform(3, 7)
+        rows += [z] * int(rng.integers(1, 3))
+        b = rng.normal(0, 1.0, C)
+        b[0] += rng.uniform(2, 9)
+        rows.append(b)
+    z = np.stack(rows)
+    return (z - np.logaddexp.reduce(z, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_compiled_search_decodes_as_the_python_one():
+    """The numba search (engine "auto") and the Python reference return the same n-best lists, scores,
+    line, character and acoustic confidences, with and without an LM, across beam settings."""
+    from htr_ray.recognition import fast_beam
+
+    if not fast_beam.AVAILABLE:
+        pytest.skip("numba is not installed")
+    lines = ["take two tablets daily", "one hundred and twenty five", "the cat sat on the mat",
+             "amoxicillin 500 mg three times a day", "twenty two dollars and 10 cents"]
+    lm = CharNgramLM.train(lines * 3, order=4)
+    rng = np.random.default_rng(1)
+    texts = lines + ["take one tablet", "the mat sat on a cat", "five hundred mg", "zq 9.9 - x"]
+    n_differ = 0
+    for text in texts:
+        lp = _peaky(rng, text, CHARSET)
+        for opts in ({}, {"lm": lm}, {"lm": lm, "beam_width": 4, "histogram_prune": False},
+                     {"lm": lm.compile(), "lm_weight": 1.2, "char_bonus": 1.0, "blank_skip": 0.9},
+                     {"beam_width": 32, "top_k": 3, "prune": 5.0}):
+            py = beam_search(lp, CHARSET, engine="python", **opts)
+            fast = beam_search(lp, CHARSET, **opts)
+            assert [c for c, _ in fast.candidates] == [c for c, _ in py.candidates], (text, opts)
+            assert [s for _, s in fast.candidates] == pytest.approx([s for _, s in py.candidates], abs=1e-9)
+            assert fast.text == py.text and fast.confidence == pytest.approx(py.confidence, abs=1e-9)
+            assert fast.char_confidences == pytest.approx(py.char_confidences, abs=1e-9)
+            assert fast.acoustic_confidences == pytest.approx(py.acoustic_confidences, abs=1e-9)
+            n_differ += fast.text != greedy(lp, CHARSET).text
+    assert n_differ >= 5  # the outputs are ambiguous enough for the search to matter
+    with pytest.raises(ValueError, match="engine"):
+        beam_search(lp, CHARSET, engine="gpu")
+
+
+def test_compiled_lm_scores_as_the_counts_and_round_trips(tmp_path):
+    from htr_ray.recognition.lm import CompiledLM, load_lm
+
+    lines = ["the cat sat on the mat", "a cat and a hat", "one hundred and twenty", "Pay $42.10 only"]
+    probes = ["the mat", "qqq", "one hundred", "", "Ünïcode?", "a cat and a hat and a cat"]
+    for order in (1, 2, 4, 6):
+        for smoothing in ("kn", "wb"):
+            lm = CharNgramLM.train(lines, order=order, smoothing=smoothing)
+            compiled = lm.compile()
+            back = CompiledLM.from_bytes(compiled.to_bytes())
+            for text in probes:
+                assert compiled.score(text) == pytest.approx(lm.score(text), abs=1e-9), (order, smoothing, text)
+                assert back.score(text) == pytest.approx(lm.score(text), rel=1e-6)  # float32 on disk
+    lm.save(str(tmp_path / "lm.json"))
+    compiled.save(str(tmp_path / "lm.npz"))
+    for name in ("lm.json", "lm.npz"):
+        loaded = load_lm(str(tmp_path / name))
+        assert loaded.order == 6 and loaded.score("the cat") == pytest.approx(lm.score("the cat"), rel=1e-6)
+
+
+def test_lm_file_missing_or_corrupt_fails_naming_it(tmp_path):
+    from htr_ray.recognition.lm import LMError, load_lm
+
+    good = tmp_path / "good.npz"
+    CharNgramLM.train(["one two three"], order=3).compile().save(str(good))
+    bad_cases = {"missing.npz": None, "truncated.npz": good.read_bytes()[:200], "garbage.json": b"{not json",
+                 "other.json": b'{"format": "something-else/1"}', "empty.npz": b""}
+    for name, data in bad_cases.items():
+        path = tmp_path / name
+        if data is not None:
+            path.write_bytes(data)
+        with pytest.raises(LMError, match=str(path)):
+            load_lm(str(path))
+        with pytest.raises(LMError, match=str(path)):
+            make_decoder("beam", CHARSET, lm=str(path))
+
+
+def _copy_model(tmp_path, name="model"):
+    import shutil
+
+    from htr_ray import paths
+
+    src = paths.shipped_model("en_line_crnn_small")
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_a_model_whose_lm_is_missing_or_corrupt_fails_at_load_naming_the_file(tmp_path):
+    from htr_ray.recognition.lm import LMError
+    from htr_ray.recognition.spec import RecognizerSpec
+
+    model = _copy_model(tmp_path)
+    lm_name = json.loads((model / "model.json").read_text())["decoding"]["lm"]
+    (model / lm_name).write_bytes((model / lm_name).read_bytes()[:1000])  # a broken download
+    with pytest.raises(LMError, match=str(model / lm_name)):
+        RecognizerSpec(model=str(model), decoder="beam").build()
+    (model / lm_name).unlink()
+    with pytest.raises(LMError, match=f"{model / lm_name}.*cannot be read"):
+        RecognizerSpec(model=str(model), decoder="beam").build()
+    # greedy decoding does not read the LM, so it still loads
+    assert RecognizerSpec(model=str(model), decoder="greedy").build().decoder_kind == "greedy"
+
+
+def test_bad_checkpoints_fail_at_load_naming_the_file(tmp_path):
+    from htr_ray.models.checkpoint import CheckpointError
+    from htr_ray.recognition.spec import RecognizerSpec
+
+    def edited(name, change):
+        model = _copy_model(tmp_path, name)
+        meta = json.loads((model / "model.json").read_text())
+        change(meta)
+        (model / "model.json").write_text(json.dumps(meta))
+        return model
+
+    unknown = edited("unknown", lambda m: m.update(architecture="crnn_gigantic"))
+    with pytest.raises(CheckpointError, match=f"{unknown / 'model.json'}.*unknown model 'crnn_gigantic'"):
+        RecognizerSpec(model=str(unknown), decoder="greedy").build()
+    short = edited("short", lambda m: m.update(charset=m["charset"][:-3]))
+    with pytest.raises(CheckpointError, match=f"{short / 'model.json'}.*charset has 84 characters.*88"):
+        RecognizerSpec(model=str(short), decoder="greedy").build()
+    wider = edited("wider", lambda m: m["params"].update(lstm_hidden=64))
+    with pytest.raises(CheckpointError, match=f"{wider / 'weights.pt'}: the weights do not fit"):
+        RecognizerSpec(model=str(wider), decoder="greedy").build()
+
+
+def _iam_folder(root, lines: dict[str, str]):
+    """An IAM-style folder (labels.tsv + one small PNG per line)."""
+    import cv2
+
+    (root / "images").mkdir(parents=True)
+    rows = ["line_id\timage\ttranscription"]
+    for line_id, text in lines.items():
+        img = np.full((20, 60), 255, np.uint8)
+        cv2.putText(img, "ab", (2, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 0, 1)
+        cv2.imwrite(str(root / "images" / f"{line_id}.png"), img)
+        rows.append(f"{line_id}\timages/{line_id}.png\t{text}")
+    (root / "labels.tsv").write_text("\n".join(rows) + "\n")
+
+
+def test_lm_build_reads_train_forms_only_and_adds_domain_texts(tmp_path):
+    """python -m htr_ray.recognition.lm --iam DIR --domain: the text of train forms (the training
+    loader's split rule), without a line sharing a word trigram with a val/test line, plus lexicons'
+    domain texts; written as compiled tables that record what they were built from."""
+    import zlib
+
+    from htr_ray.recognition.lm import load_lm, main
+
+    forms = {"train": [], "test": []}
+    for i in range(1000):  # the split rule: crc32(form) % 100 < 5 test, < 10 val, else train
+        f = f"z{i:03d}-000"
+        v = zlib.crc32(f.encode()) % 100
+        forms["test" if v < 5 else "val" if v < 10 else "train"].append(f) if v < 5 or v >= 10 else None
+    tr1, tr2, te = forms["train"][0], forms["train"][1], forms["test"][0]
+    _iam_folder(tmp_path / "iam", {f"{tr1}-01": "quick brown foxes jump", f"{tr1}-02": "the held out sentence here",
+                                   f"{tr2}-01": "quick brown foxes jump again", f"{te}-01": "a held out sentence is secret"})
+    out = tmp_path / "lm.npz"
+    assert main(["--iam", str(tmp_path / "iam"), "--domain", "--order", "4", "--out", str(out)]) == 0
+    lm = load_lm(str(out))
+    assert lm.source["iam"]["train_lines"] == 3 and lm.source["iam"]["kept_lines"] == 2
+    assert lm.source["domain_texts"]["lines"] > 1000
+    def per_char(text):
+        return lm.score(text) / (len(text) + 1)
+
+    # train text in; the train line that shares a trigram with a test line out, and the test line too
+    assert per_char("quick brown foxes jump") > per_char("the held out sentence here") + 0.5
+    assert per_char("quick brown foxes jump") > per_char("a held out sentence is secret") + 0.5
+    assert lm.score("Amoxicillin 500 mg") > lm.score("Amoxicilin 500 mg")  # the domain texts are in
+
+
+def test_shipped_model_ships_its_lm_and_beam_finds_it():
+    """models/en_line_crnn_small names its LM and the beam options it was tuned with; asking for beam
+    search is enough to get them."""
+    from htr_ray import paths
+    from htr_ray.recognition.lm import load_lm
+    from htr_ray.recognition.spec import RecognizerSpec
+
+    model = Path(paths.shipped_model("en_line_crnn_small"))
+    meta = json.loads((model / "model.json").read_text())
+    dec = meta["decoding"]
+    assert dec["decoder"] in ("greedy", "beam") and set(dec["beam_options"]) >= {"beam_width", "lm_weight", "char_bonus"}
+    lm_file = model / dec["lm"]
+    assert lm_file.stat().st_size < 4_000_000  # downloads in seconds
+    lm = load_lm(str(lm_file))
+    assert lm.order >= 5 and set(meta["charset"]) - lm.vocab <= set("#&*+")
+    assert lm.source["iam"]["exclude_heldout_trigrams"] and lm.source["domain_texts"]["lines"] > 0
+    rec = RecognizerSpec(model=str(model), decoder="beam").build()
+    rng = np.random.default_rng(0)
+    lp = _peaky(rng, "the cat sat on the mat", "".join(meta["charset"]))
+    expected = beam_search(lp, "".join(meta["charset"]), lm=lm, **dec["beam_options"])
+    assert rec.decode(lp).text == expected.text and rec.decode(lp).candidates == expected.candidates

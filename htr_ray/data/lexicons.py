@@ -213,7 +213,7 @@ def _cap(s: str) -> str:
 def domain_texts(seed: int = 0, per_domain: int = 600) -> list[str]:
     """Lines of the three document domains for training a language model, made from the lists above:
     every drug with each of its strengths (as written and in lower case), dosage instructions
-    (count, form, route, frequency, duration), cheque amounts in words and dates, homework
+    (count, form, route, frequency, duration), cheque amounts in words and in figures, dates, homework
     arithmetic with correct answers, homework sentences and spelling words. Deterministic for a seed;
     about ``3 * per_domain`` + a few hundred lines."""
     rng = random.Random(seed)
@@ -239,6 +239,12 @@ def domain_texts(seed: int = 0, per_domain: int = 600) -> list[str]:
         words = _cap(int_to_words(dollars))
         out.append(rng.choice((f"{words} and {cents:02d}/100", f"{words} dollars and {cents:02d}/100",
                                f"{words} and {cents:02d}/100 dollars")))
+    for _ in range(per_domain // 2):  # amounts in figures, as cheques and their memo lines write them
+        dollars, cents = rng.choice((rng.randint(1, 999), rng.randint(1000, 99999))), rng.randint(0, 99)
+        us = f"{dollars:,}"
+        out.append(rng.choice((f"${us}.{cents:02d}", f"{us}.{cents:02d}", f"**{us}.{cents:02d}",
+                               f"€ {us.replace(',', ' ')},{cents:02d}", f"{us.replace(',', '.')},{cents:02d}",
+                               f"Pay {rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)} ${us}.{cents:02d}")))
     for m in MONTHS:
         out.append(f"{m} {rng.randint(1, 28)}, {rng.randint(1995, 2030)}")
     # homework
@@ -252,10 +258,10 @@ def domain_texts(seed: int = 0, per_domain: int = 600) -> list[str]:
             out.append(f"{a} - {b} = {a - b}")
         elif op == "x":
             a, b = rng.randint(0, 12), rng.randint(0, 12)
-            out.append(f"{a} x {b} = {a * b}")
+            out.append(f"{a} {rng.choice(('x', '×', '*'))} {b} = {a * b}")
         else:
             b, q = rng.randint(1, 12), rng.randint(0, 12)
-            out.append(f"{b * q} / {b} = {q}")
+            out.append(f"{b * q} {rng.choice(('/', '÷', ':'))} {b} = {q}")
     out.extend(HOMEWORK_SENTENCES)
     words = list(SPELLING)
     for i in range(0, len(words), 5):

@@ -100,13 +100,31 @@ def read_meta(uri: str) -> dict:
     return meta
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file at fault."""
+
+
 def load(uri: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """(model in eval mode, meta) from a checkpoint directory."""
+    """(model in eval mode, meta) from a checkpoint directory. An unknown architecture, weights that do
+    not fit it, or a charset whose size does not match the output classes raise :class:`CheckpointError`."""
     meta = read_meta(uri)
-    model = build_model(meta["architecture"], **meta["params"])
-    state = torch.load(io.BytesIO(storage.read_bytes(storage.join(uri, WEIGHTS_FILE))), map_location="cpu",
-                       weights_only=True)
-    model.load_state_dict(state)
+    meta_uri, weights_uri = storage.join(uri, META_FILE), storage.join(uri, WEIGHTS_FILE)
+    try:
+        model = build_model(meta["architecture"], **meta["params"])
+    except KeyError as exc:
+        raise CheckpointError(f"{meta_uri}: {exc.args[0] if exc.args else exc}") from exc
+    state = torch.load(io.BytesIO(storage.read_bytes(weights_uri)), map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights_uri}: the weights do not fit the architecture in {meta_uri}: "
+                              f"{str(exc).splitlines()[-1].strip()}") from exc
+    n_out = meta["params"].get("num_classes")
+    kind = meta.get("kind", getattr(model, "kind", "line"))
+    want = {"line": len(meta.get("charset", [])) + 1, "char": len(meta.get("charset", []))}.get(kind)
+    if n_out is not None and want is not None and int(n_out) != want:
+        raise CheckpointError(f"{meta_uri}: the charset has {len(meta.get('charset', []))} characters, so a "
+                              f"{kind} model needs {want} output classes, but the weights have {n_out}")
     model.to(device).eval()
     return model, meta
 

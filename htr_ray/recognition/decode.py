@@ -33,6 +33,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from htr_ray.recognition import fast_beam
+
 NEG_INF = float("-inf")
 
 
@@ -75,14 +77,32 @@ def _consensus(best: str, cands: Sequence[tuple[str, float]]) -> tuple[float, li
             continue
         if p < 1e-4:
             continue
-        j = 0
-        for op, _, _ in _align_ops(best, text):
-            if op == "I":
-                continue
-            if op == "=":
-                conf[j] += p
-            j += 1
+        for j in _agreeing(best, text):
+            conf[j] += p
     return float(p_best), [float(min(1.0, c)) for c in conf]
+
+
+def _agreeing(best: str, text: str) -> list[int]:
+    """Indices of the characters of ``best`` that a minimal edit alignment with ``text`` matches. The
+    common prefix and suffix are matched outright (some minimal alignment always does) and only the
+    middle, where n-best candidates differ, is aligned."""
+    n, m = len(best), len(text)
+    a = 0
+    while a < n and a < m and best[a] == text[a]:
+        a += 1
+    b = 0
+    while b < n - a and b < m - a and best[n - 1 - b] == text[m - 1 - b]:
+        b += 1
+    out = list(range(a))
+    j = a
+    for op, _, _ in _align_ops(best[a:n - b], text[a:m - b]):
+        if op == "I":
+            continue
+        if op == "=":
+            out.append(j)
+        j += 1
+    out.extend(range(n - b, n))
+    return out
 
 
 def _align_ops(ref: str, hyp: str) -> list[tuple[str, str, str]]:
@@ -128,6 +148,11 @@ def align(log_probs: np.ndarray, labels: Sequence[int]) -> tuple[float, list[flo
     L = len(labels)
     if L == 0:
         return (float(lp[:, 0].mean()) if T else NEG_INF), []
+    if fast_beam.AVAILABLE and T:
+        best, confs = fast_beam.align_kernel(np.ascontiguousarray(lp), np.asarray(labels, dtype=np.int64))
+        if not np.isfinite(best):
+            return NEG_INF, [0.0] * L
+        return float(best / T), [float(c) for c in confs]
     ext = np.zeros(2 * L + 1, dtype=np.int64)
     ext[1::2] = labels
     S = len(ext)
@@ -273,6 +298,9 @@ class BeamConfig:
     oov_penalty: float | None = None
     lexicon_mode: str = "favour"  # or "constrain"
     nbest: int = 5  # candidates kept in Decoded.candidates
+    # "auto": the compiled search (htr_ray.recognition.fast_beam, numba) where it applies (no lexicon),
+    # else the Python one; "python": always the Python one (the reference the compiled one is tested against)
+    engine: str = "auto"
 
 
 class _Prefixes:
@@ -328,15 +356,21 @@ def beam_search(
         raise ValueError(f"{C} classes but the charset has {len(charset)} characters (+1 blank expected)")
     if T == 0:
         return Decoded("", 0.0, [])
+    if cfg.engine not in ("auto", "python"):
+        raise ValueError(f"engine must be 'auto' or 'python', not {cfg.engine!r}")
+    if lm is not None and not hasattr(lm, "context_logprob"):
+        raise TypeError(f"lm must be a character n-gram LM, not {type(lm).__name__}")
+    bonus = cfg.char_bonus
+    if bonus is None:
+        bonus = 2.0 if lm is not None else 0.5 if lexicon is not None else 0.0
+    if cfg.engine == "auto" and lexicon is None and fast_beam.AVAILABLE and (lm is None or hasattr(lm, "compile")):
+        return _beam_search_compiled(lp, charset, cfg, lm, bonus)
     constrain = lexicon is not None and cfg.lexicon_mode == "constrain"
     lm_w = cfg.lm_weight if lm is not None else 0.0
     oov_penalty = cfg.oov_penalty if cfg.oov_penalty is not None else (2.0 if lm is not None else 4.0)
     oov = NEG_INF if constrain else -oov_penalty
     log_min = math.log(cfg.min_prob)
     log_skip = math.log(cfg.blank_skip)
-    bonus = cfg.char_bonus
-    if bonus is None:
-        bonus = 2.0 if lm is not None else 0.5 if lexicon is not None else 0.0
     END = Lexicon.END
     P = _Prefixes(lexicon.root if lexicon is not None else None)
     if lm is not None:
@@ -408,7 +442,7 @@ def beam_search(
                 cell[1] = pnb + float(row[last_of[pid]]) if pid else NEG_INF
             continue
         cand = np.argpartition(row[1:], C - 1 - k)[C - 1 - k:] + 1 if k < C - 1 else np.arange(1, C)
-        cand = [(int(c), float(row[c])) for c in cand if row[c] >= log_min]
+        cand = [(int(c), float(row[c])) for c in np.sort(cand) if row[c] >= log_min]
         totals = {pid: _lse(pb, pnb) for pid, (pb, pnb) in beams.items()}
         scores = [totals[p] + extra_of[p] for p in totals]
         cutoff = max(scores) - cfg.prune
@@ -460,6 +494,46 @@ def beam_search(
     return Decoded(P.text[best], line_conf, char_confs, cands[: cfg.nbest], acoustic)
 
 
+_NO_LM = tuple(np.zeros(n, dt) for n, dt in ((2, np.int64), (1, np.int32), (1, np.float64), (1, np.int32),
+                                              (1, np.float64)))
+
+
+def _beam_search_compiled(lp: np.ndarray, charset: str, cfg: BeamConfig, lm, bonus: float) -> Decoded:
+    """:func:`beam_search` through :func:`htr_ray.recognition.fast_beam.beam_kernel` (no lexicon)."""
+    if lm is not None:
+        clm = lm.compile()
+        cls_sym = clm.class_symbols(charset)
+        lm_args = clm.kernel_args()
+        eos, start = clm.eos_sym, clm.start_state
+    else:
+        cls_sym = np.zeros(len(charset) + 1, np.int64)
+        ent_start, ent_sym, ent_lp, backoff, log_gamma = _NO_LM
+        lm_args = (ent_start, ent_sym, ent_lp, backoff, log_gamma, 0.0, ent_start, ent_sym, backoff, backoff, 1)
+        eos, start = 0, 0
+    pids, scores, parent, last = fast_beam.beam_kernel(
+        np.ascontiguousarray(lp), int(cfg.beam_width), int(cfg.top_k), math.log(cfg.min_prob), float(cfg.prune),
+        bool(cfg.histogram_prune), math.log(cfg.blank_skip), float(cfg.lm_weight if lm is not None else 0.0),
+        float(bonus), lm is not None, cls_sym, int(eos), int(start), *lm_args)
+    scored = [(float(sc), int(p)) for sc, p in zip(scores, pids) if sc > NEG_INF]
+    if not scored:
+        out = greedy(lp, charset)
+        out.candidates = [(out.text, NEG_INF)]
+        return out
+    scored.sort(key=lambda x: x[0], reverse=True)
+    labs, lens = fast_beam.paths_kernel(parent, last, np.array([p for _, p in scored], np.int64))
+    chars = np.array([""] + list(charset), dtype=object)
+    texts = ["".join(chars[labs[i, : lens[i]]]) for i in range(len(scored))]
+    cands = [(t, sc) for t, (sc, _) in zip(texts, scored)]
+    _, acoustic = align(lp, labs[0, : lens[0]].tolist())
+    # line and character confidences: the n-best posterior (as _consensus)
+    sc = np.array([s for s, _ in scored], dtype=np.float64)
+    post = np.exp(sc - sc.max())
+    post /= post.sum()
+    p_best = float(post[[i for i, t in enumerate(texts) if t == texts[0]]].sum())
+    conf = fast_beam.agreement_kernel(labs, lens, post, 1e-4)
+    return Decoded(texts[0], p_best, [float(min(1.0, c)) for c in conf], cands[: cfg.nbest], acoustic)
+
+
 # ------------------------------------------------------------------------------ one front door
 
 
@@ -475,9 +549,11 @@ def make_decoder(kind: str = "greedy", charset: str = "", lexicon=None, lm=None,
     elif lexicon is not None and not isinstance(lexicon, Lexicon):
         lexicon = Lexicon(lexicon)
     if isinstance(lm, str):
-        from htr_ray.recognition.lm import CharNgramLM
+        from htr_ray.recognition.lm import load_lm
 
-        lm = CharNgramLM.load(lm)
+        lm = load_lm(lm)
+    elif lm is not None and hasattr(lm, "compile"):
+        lm = lm.compile()
     if kind == "greedy" and lexicon is None and lm is None:
         return lambda log_probs: greedy(log_probs, charset)
     if kind not in ("greedy", "beam"):
