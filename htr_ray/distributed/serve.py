@@ -1,109 +1,148 @@
-"""Ray Serve application: an HTTP ingress (FastAPI) in front of a batching, autoscaling recognizer.
+"""Ray Serve application: the batching recognizer is itself the HTTP ingress; pages are found by a
+second deployment.
 
-    POST /v1/recognize   one line image  -> text, confidence, per-character confidences
-    POST /v1/transcribe  one page image  -> lines with text, confidence and box (the bulk job's code path)
-    GET  /healthz        liveness of the app (model replicas have their own check_health)
+    POST /v1/recognize   one line image  -> text, confidence (per-character confidences on request)
+    POST /v1/transcribe  one page image  -> PageResult rows (JSON), or ALTO / PAGE-XML / hOCR
+    GET  /healthz        liveness of the replica that answers
+    GET  /v1/stats       batch sizes, threads and peak memory of one Recognizer replica and one Pages replica
     GET  /docs, /openapi.json   API docs
+
+Two deployments:
+
+- ``Recognizer`` (FastAPI ingress): loads the line model (a :class:`RecognizerSpec`) once per replica.
+  ``/v1/recognize`` is answered here, with no further hop: proxy -> replica -> model. Every line
+  image, single lines and the lines of pages alike, goes to one ``@serve.batch`` method, so concurrent
+  requests share model calls.
+- ``Pages``: the page reader's ``prepare`` (decode, find lines, deskew, crop; the bulk job's own
+  :class:`~htr_ray.pages.reader.PageReader`), the CPU-heavy part of a page, in replicas of its own so
+  that it never holds up line requests. Only the crops and their geometry come back; the recognizer
+  reads the crops through the same batches and ``PageReader.assemble`` makes the
+  :class:`~htr_ray.pages.results.PageResult`, exactly as in the bulk job.
 
 Images come as the raw request body (``Content-Type: image/...`` or ``application/octet-stream``)
 or as a multipart upload (field ``file``). With ``HTR_API_KEY`` set (env var or a Kubernetes secret),
 requests need ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, else 401.
 
-The line images of every request, single lines and page lines alike, go to one batched method on the
-recognizer replicas (``@serve.batch``), so concurrent requests share model calls. When the replicas'
-queues are full (``max_queued_requests``) the request is answered 503 with ``Retry-After``.
+Overload: each deployment's ``max_queued_requests`` (per caller: the HTTP proxy for ``Recognizer``)
+bounds the wait; beyond it the proxy answers 503 with ``Retry-After`` at once
+(``backpressure_config``), and a page whose ``Pages`` queue is full gets the same from the ingress.
 
-Build with :func:`build_app` (the ``import_path`` of serve_config.yaml is ``htr_ray.distributed.serve:build_app``).
+Tuning lives in ONE place, ``serve_config.yaml`` (the file ``serve run``/``serve deploy``/``python
+jobs/serve.py`` deploy and k8s/rayservice.yaml embeds): replicas, queue limits, autoscaling, CPUs,
+and the batching (``user_config``: ``max_batch_size``, ``batch_wait_timeout_s``). The decorators below
+carry none; :func:`make_app` applies the file's per-deployment settings when an app is built in
+Python (tests, benchmarks), so both ways run with the same values.
 """
 
 # No `from __future__ import annotations` here: FastAPI must see the real Request annotation.
 import asyncio
+import dataclasses
 import hmac
 import logging
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 
+from htr_ray import config, paths
 from htr_ray.io import images
-from htr_ray.pages import reader as pages
-from htr_ray.layout import segment
+from htr_ray.layout.printed import DEFAULT_FILTER
+from htr_ray.pages.reader import PageReader, PreparedPage
+from htr_ray.pages.results import PageResult
+from htr_ray.recognition.spec import RecognizerSpec
 
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD_BYTES = int(os.environ.get("HTR_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))
 MAX_PIXELS = int(os.environ.get("HTR_SERVE_MAX_PIXELS", 40_000_000))
 IMAGE_TYPES = ("image/", "application/octet-stream")
+SERVE_CONFIG = Path(os.environ.get("HTR_SERVE_CONFIG", paths.REPO_ROOT / "serve_config.yaml"))
+APP_NAME = "htr"
+RETRY_AFTER_S = 1
+
+
+@dataclass
+class ServeAppConfig:
+    """The application's ``args`` in serve_config.yaml: how lines are read and how pages are cut."""
+
+    recognizer: RecognizerSpec = config.field(RecognizerSpec(), help="the line recognizer (model, decoder, LM ...)")
+    line_finder: str = config.field("auto", help="auto (learned if shipped, else opencv), learned, opencv")
+    printed_filter: str = config.field(DEFAULT_FILTER, help="printed-text filter of the opencv finder; 'none': lines whole")
+    api_key: str = config.field(None, help="require this key (default: HTR_API_KEY from the environment, else open)")
+
+    @classmethod
+    def from_args(cls, args: dict | None) -> "ServeAppConfig":
+        args = dict(args or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(args) - known
+        if unknown:
+            raise ValueError(f"unknown Serve app args {sorted(unknown)}; known: {sorted(known)} "
+                             f"(recognizer options go under 'recognizer:', as RecognizerSpec fields)")
+        spec = args.pop("recognizer", None) or {}
+        if not isinstance(spec, RecognizerSpec):
+            bad = set(spec) - {f.name for f in dataclasses.fields(RecognizerSpec)}
+            if bad:
+                raise ValueError(f"unknown recognizer options {sorted(bad)}")
+            spec = RecognizerSpec(**spec)
+        return cls(recognizer=spec, **args)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, kind: str):
+    def __init__(self, status: int, message: str, kind: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
+        self.status, self.message, self.kind, self.headers = status, message, kind, headers
 
 
-# --------------------------------------------------------------------------------------- the model
+def _overloaded(what: str) -> ApiError:
+    return ApiError(503, f"the {what} is overloaded, retry shortly", "overloaded",
+                    {"Retry-After": str(RETRY_AFTER_S)})
 
 
-@serve.deployment(
-    name="Recognizer",
-    max_ongoing_requests=64,  # >= max_batch_size x max_concurrent_batches, or batches never fill
-    max_queued_requests=256,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16},
-    ray_actor_options={"num_cpus": 1},
-    health_check_period_s=10,
-)
-class RecognizerDeployment:
-    """Loads the recognizer once per replica; recognises line images in batches across requests."""
+def process_memory() -> dict:
+    """Peak and current resident memory of this process (MB), from /proc (Linux)."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                out[{"VmHWM": "peak_rss_mb", "VmRSS": "rss_mb"}[key]] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return out
 
-    def __init__(self, model: str, device: str = "cpu", decoder: str = "greedy", lexicon: str | None = None,
-                 lm: str | None = None, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.01,
-                 width_bucket: int = 32):
-        from htr_ray.recognition.recognizer import Recognizer
 
-        # width_bucket must match the bulk job's (both default to 32) for the same image to give the same text
-        self.recognizer = Recognizer.from_uri(model, device=device, decoder=decoder, lexicon=lexicon, lm=lm,
-                                              width_bucket=width_bucket)
-        self.model = model
-        self.batch_sizes: Counter = Counter()
-        self.recognize_line.set_max_batch_size(max_batch_size)
-        self.recognize_line.set_batch_wait_timeout_s(batch_wait_timeout_s)
+# ------------------------------------------------------------------------------------------ pages
 
-    def reconfigure(self, config: dict) -> None:
-        """``user_config`` of the deployment: change batching without restarting replicas."""
-        if "max_batch_size" in config:
-            self.recognize_line.set_max_batch_size(int(config["max_batch_size"]))
-        if "batch_wait_timeout_s" in config:
-            self.recognize_line.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def recognize_line(self, lines: list[np.ndarray]) -> list[dict]:
-        self.batch_sizes[len(lines)] += 1
-        return [r.to_dict() for r in self.recognizer.recognize(lines)]
+@serve.deployment(name="Pages")
+class PagesDeployment:
+    """``PageReader.prepare``: page bytes -> line crops with their geometry (or an error result)."""
+
+    def __init__(self, line_finder: str = "auto", printed_filter: str | None = DEFAULT_FILTER):
+        self.reader = PageReader(line_finder, printed_filter=printed_filter, max_pixels=MAX_PIXELS)
+        self.reader.finder  # load the line finder now, not on the first request  # noqa: B018
+        self.pages = 0
+
+    def prepare(self, data: bytes, uri: str = "upload") -> list:
+        self.pages += 1
+        return self.reader.prepare(uri, data)
 
     def stats(self) -> dict:
-        return {"batch_sizes": dict(self.batch_sizes), "model": self.model, "pid": os.getpid()}
-
-    def check_health(self) -> None:
-        """Serve calls this periodically; raising marks the replica unhealthy and replaces it. A real
-        forward pass, so a wedged model or a broken device is caught, not only a dead process."""
-        probe = np.full((32, 64), 255, np.uint8)
-        probe[12:20, 8:56] = 0
-        result = self.recognizer.recognize([probe])[0]
-        if result.error:
-            raise RuntimeError(f"recognizer health probe failed: {result.error}")
+        return {"pid": os.getpid(), "pages": self.pages, "finder": self.reader.finder_name, **process_memory()}
 
 
 # ------------------------------------------------------------------------------------------ ingress
 
 api = FastAPI(
     title="htr-ray",
-    version="0.1.0",
+    version="0.2.0",
     description="Handwriting recognition: line images and whole pages to text, with confidences.",
 )
 
@@ -135,39 +174,81 @@ async def _image_bytes(request: Request) -> bytes:
     return data
 
 
-def _decode(data: bytes) -> list[np.ndarray]:
+def _error_status(kind: str) -> int:
+    return 413 if kind == "too_large" else 422
+
+
+def _decode_line(data: bytes) -> np.ndarray:
     try:
-        return images.decode_pages(data, max_pixels=MAX_PIXELS, min_side=2)
+        return images.decode_pages(data, max_pixels=MAX_PIXELS, min_side=2)[0]
     except images.ImageError as exc:
-        status = 413 if exc.kind == "too_large" else 422
-        raise ApiError(status, str(exc), exc.kind) from exc
+        raise ApiError(_error_status(exc.kind), str(exc), exc.kind) from exc
 
 
-class _Known:
-    """Adapter: results already computed by the batched replicas, handed to pages.recognize_pages so
-    the page assembly stays the single function the bulk job uses too."""
+def _page_format(request: Request, fmt: str | None) -> str:
+    """``json`` or a page format of :mod:`htr_ray.pages.formats`, from ``?format=`` or the Accept header."""
+    try:
+        from htr_ray.pages import formats
+        known = dict(formats.MEDIA_TYPES)
+    except ImportError:  # no page formats in this build: JSON only
+        known = {}
+    if fmt:
+        fmt = fmt.lower()
+        if fmt != "json" and fmt not in known:
+            raise ApiError(400, f"unknown format {fmt!r}: one of json, {', '.join(sorted(known))}", "bad_format")
+        return fmt
+    accept = [a.split(";")[0].strip().lower() for a in (request.headers.get("accept") or "").split(",") if a.strip()]
+    if not accept:
+        return "json"
+    by_type = {media.lower(): name for name, media in known.items()}
+    for media in accept:
+        if media in by_type:
+            return by_type[media]
+        if media in ("application/json", "*/*", "application/*"):
+            return "json"
+    raise ApiError(406, f"cannot answer in {', '.join(accept)}: send Accept: application/json or one of "
+                        f"{', '.join(sorted(by_type))} (or ?format=json|{'|'.join(sorted(known))})", "not_acceptable")
 
-    def __init__(self, results):
-        self.results = results
 
-    def recognize(self, crops):
-        return self.results
-
-
-@serve.deployment(name="Ingress", max_ongoing_requests=256, max_queued_requests=512,
-                  autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 64},
-                  ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name="Recognizer")
 @serve.ingress(api)
-class Ingress:
-    def __init__(self, recognizer, model: str = "", api_key: str | None = None, printed_filter: str | None = None):
-        from htr_ray.layout.printed import PrintedFilter
+class RecognizerDeployment:
+    """The line model, once per replica, answering HTTP itself; lines of all requests share batches."""
 
-        self.recognizer = recognizer
-        self.model = model
-        # the bulk job's printed-text filter (tiny, CPU): /v1/transcribe splits lines exactly as it does
-        self.printed_filter = PrintedFilter.from_uri(printed_filter) if printed_filter else None
+    def __init__(self, pages, spec: RecognizerSpec | dict | None = None, api_key: str | None = None):
+        spec = spec if isinstance(spec, RecognizerSpec) else RecognizerSpec(**(spec or {}))
+        self.spec = spec
+        self.recognizer = spec.build()
+        self.model = spec.model
+        self.pages = pages
+        self.reader = PageReader(model=self.model)  # assembling loads no line finder
+        self.batch_sizes: Counter = Counter()
         # production: HTR_API_KEY from a secret in the replica's environment; tests may pass it
         self.api_key = api_key or os.environ.get("HTR_API_KEY") or None
+
+    def reconfigure(self, user_config: dict) -> None:
+        """``user_config`` (serve_config.yaml): the batching, changed without restarting replicas."""
+        if "max_batch_size" in user_config:
+            self.recognize_lines.set_max_batch_size(int(user_config["max_batch_size"]))
+        if "batch_wait_timeout_s" in user_config:
+            self.recognize_lines.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+    # The model call runs on the replica's event loop on purpose: while it runs, new requests queue,
+    # and the next batch takes all of them at once (with batch_wait_timeout_s 0, a request that finds
+    # the queue empty is read at once instead of waiting for company that is not coming).
+    @serve.batch
+    async def recognize_lines(self, lines: list[np.ndarray]) -> list:
+        self.batch_sizes[len(lines)] += 1
+        return self.recognizer.recognize(lines)
+
+    def check_health(self) -> None:
+        """Serve calls this periodically; raising marks the replica unhealthy and replaces it. A real
+        forward pass, so a wedged model or a broken device is caught, not only a dead process."""
+        probe = np.full((32, 64), 255, np.uint8)
+        probe[12:20, 8:56] = 0
+        result = self.recognizer.recognize([probe])[0]
+        if result.error:
+            raise RuntimeError(f"recognizer health probe failed: {result.error}")
 
     def _authorise(self, request: Request) -> None:
         if not self.api_key:
@@ -179,73 +260,138 @@ class Ingress:
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise ApiError(401, "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)", "unauthorized")
 
-    async def _recognize_many(self, crops: list[np.ndarray]) -> list:
-        from htr_ray.recognition.recognizer import LineResult
-
-        dicts = await asyncio.gather(*[self.recognizer.recognize_line.remote(c) for c in crops])
-        return [LineResult(d["text"], d["confidence"], d["char_confidences"], d.get("error")) for d in dicts]
-
     async def _handle(self, request: Request, work):
-        started = time.time()
+        started = time.perf_counter()
         try:
             self._authorise(request)
             body = await work(await _image_bytes(request))
-            body["seconds"] = round(time.time() - started, 4)
+            if isinstance(body, Response):
+                return body
+            body["seconds"] = round(time.perf_counter() - started, 4)
             return JSONResponse(body)
         except ApiError as exc:
-            return JSONResponse({"error": exc.message, "kind": exc.kind}, status_code=exc.status)
+            return JSONResponse({"error": exc.message, "kind": exc.kind}, status_code=exc.status, headers=exc.headers)
         except BackPressureError:
-            return JSONResponse({"error": "the recognizer is overloaded, retry shortly", "kind": "overloaded"},
-                                status_code=503, headers={"Retry-After": "1"})
+            exc = _overloaded("page reader")
+            return JSONResponse({"error": exc.message, "kind": exc.kind}, status_code=503, headers=exc.headers)
 
     @api.post("/v1/recognize", summary="Recognise one line image")
-    async def recognize(self, request: Request):
+    async def recognize(self, request: Request, char_confidences: bool = False):
+        """``?char_confidences=true`` adds each character's confidence."""
         async def work(data: bytes) -> dict:
-            gray = _decode(data)[0]
-            result = (await self._recognize_many([gray]))[0]
+            result = await self.recognize_lines(_decode_line(data))
             if result.error:
                 raise ApiError(422, result.error, "unreadable")
-            return {"text": result.text, "confidence": result.confidence,
-                    "char_confidences": result.char_confidences, "model": self.model}
+            body = {"text": result.text, "confidence": result.confidence, "model": self.model}
+            if char_confidences:
+                body["char_confidences"] = result.char_confidences
+            return body
         return await self._handle(request, work)
 
     @api.post("/v1/transcribe", summary="Find and recognise the lines of a page image")
-    async def transcribe(self, request: Request):
-        async def work(data: bytes) -> dict:
-            decoded = _decode(data)
-            rows = []
-            for i, gray in enumerate(decoded):
-                seg = segment.segment_page(gray)
-                job = pages.PageJob("upload", i, len(decoded), seg.page, seg.boxes, seg.angle,
-                                    (gray.shape[1], gray.shape[0]))
-                if self.printed_filter is not None:
-                    pages.split_printed(job, self.printed_filter)
-                crops = [segment.crop(job.gray, b) for b in job.boxes]
-                results = await self._recognize_many(crops) if crops else []
-                row = pages.recognize_pages([job], _Known(results), self.model)[0]
-                rows.append({k: row[k] for k in ("page", "text", "lines", "width", "height", "angle")})
-            return {"pages": rows, "model": self.model}
+    async def transcribe(self, request: Request, format: str | None = None, char_confidences: bool = False):
+        """JSON: ``{"pages": [PageResult row, ...]}`` (one per page of the file). ``?format=alto|page|hocr``
+        or ``Accept: application/alto+xml`` ... answers in that page format instead."""
+        fmt = None
+
+        async def work(data: bytes):
+            nonlocal fmt
+            fmt = _page_format(request, format)
+            prepared = await self.pages.prepare.remote(data)
+            if len(prepared) == 1 and isinstance(prepared[0], PageResult) and not prepared[0].ok:
+                failed = prepared[0]
+                raise ApiError(_error_status(failed.error_kind), failed.error, failed.error_kind)
+            results = await asyncio.gather(*[self._read_page(p) for p in prepared])
+            if fmt != "json":
+                from htr_ray.pages import formats
+
+                if len(results) != 1:
+                    raise ApiError(400, f"{fmt} answers one page; this file has {len(results)} (ask for JSON)",
+                                   "multi_page")
+                return Response(formats.render(results[0], fmt), media_type=formats.MEDIA_TYPES[fmt])
+            return {"pages": [r.to_row(char_confidences) for r in results], "model": self.model}
         return await self._handle(request, work)
+
+    async def _read_page(self, prepared) -> PageResult:
+        if not isinstance(prepared, PreparedPage):
+            return prepared  # an error result for this page of the file
+        t0 = time.perf_counter()
+        lines = await asyncio.gather(*[self.recognize_lines(c) for c in prepared.crops])
+        return self.reader.assemble(prepared, lines, time.perf_counter() - t0)
 
     @api.get("/healthz", summary="Liveness")
     async def healthz(self):
         return {"status": "ok", "model": self.model}
 
-    @api.get("/v1/stats", summary="Batch sizes seen by one recognizer replica")
+    @api.get("/v1/stats", summary="Batch sizes, threads and memory of one replica of each deployment")
     async def stats(self):
-        return await self.recognizer.stats.remote()
+        import torch
+
+        try:
+            pages = await self.pages.stats.remote()
+        except Exception as exc:  # stats must not fail because the page side is busy or down
+            pages = {"error": f"{type(exc).__name__}: {exc}"}
+        return {"recognizer": {"pid": os.getpid(), "batch_sizes": dict(self.batch_sizes), "model": self.model,
+                               "torch_threads": torch.get_num_threads(),
+                               "max_batch_size": self.recognize_lines._get_max_batch_size(),
+                               "batch_wait_timeout_s": self.recognize_lines._get_batch_wait_timeout_s(),
+                               **process_memory()},
+                "pages": pages}
 
 
-def build_app(args: dict | None = None):
-    """Application builder for ``serve run`` / ``serve deploy`` / RayService (``args`` from the
-    config file): model URI, device, decoder, lexicon, lm, max_batch_size, batch_wait_timeout_s,
-    width_bucket, printed_filter (checkpoint URI; default the shipped one, "none" to read lines whole)."""
-    from htr_ray.layout.printed import DEFAULT_FILTER
-    from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL
+# ------------------------------------------------------------------------------------------ building
 
-    args = dict(args or {})
-    model = args.pop("model", None) or DEFAULT_LINE_MODEL
-    api_key = args.pop("api_key", None)
-    printed_filter = args.pop("printed_filter", DEFAULT_FILTER)
-    recognizer = RecognizerDeployment.bind(model, **args)
-    return Ingress.bind(recognizer, model, api_key, None if printed_filter in (None, "", "none") else printed_filter)
+
+def config_deployments(path: Path | str | None = None, app: str = APP_NAME) -> dict[str, dict]:
+    """Per-deployment settings of ``app`` in the Serve config file (the one place they are written),
+    as ``Deployment.options`` keywords, by deployment name. {} if the file is not there."""
+    import yaml
+
+    path = Path(path or SERVE_CONFIG)
+    if not path.is_file():
+        log.warning("no Serve config at %s: deployments run with Ray's defaults", path)
+        return {}
+    cfg = yaml.safe_load(path.read_text()) or {}
+    for application in cfg.get("applications") or []:
+        if application.get("name") == app:
+            return {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in application.get("deployments") or []}
+    return {}
+
+
+def config_args(path: Path | str | None = None, app: str = APP_NAME) -> dict:
+    """The ``args`` of ``app`` in the Serve config file."""
+    import yaml
+
+    path = Path(path or SERVE_CONFIG)
+    cfg = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    for application in cfg.get("applications") or []:
+        if application.get("name") == app:
+            return dict(application.get("args") or {})
+    return {}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_app(args: dict):
+    """Application builder for ``serve run`` / ``serve deploy`` / RayService: ``args`` from the config
+    file (see :class:`ServeAppConfig`). Ray requires a builder to take exactly this one argument."""
+    return make_app(args)
+
+
+def make_app(args: dict | None = None, overrides: dict[str, dict] | None = None, config_file: str | None = None):
+    """The application from ``args`` (:class:`ServeAppConfig`), its deployments set up as the Serve config
+    file says; ``overrides`` (by deployment name, merged over the file's settings) are for tests and
+    benchmarks."""
+    cfg = ServeAppConfig.from_args(args)
+    options = config_deployments(config_file)
+    for name, extra in (overrides or {}).items():
+        options[name] = _merge(options.get(name, {}), extra)
+    printed = None if cfg.printed_filter in (None, "", "none") else cfg.printed_filter
+    pages = PagesDeployment.options(**options.get("Pages", {})).bind(cfg.line_finder, printed)
+    return RecognizerDeployment.options(**options.get("Recognizer", {})).bind(
+        pages, dataclasses.asdict(cfg.recognizer), cfg.api_key)
