@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-from htr_ray.data import datasets
+from htr_ray.data import labels
 from htr_ray.io import images, storage  # noqa: E402
 from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL  # noqa: E402
 
@@ -35,12 +35,8 @@ from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL  # noqa: E402
 def held_out_lines(data_dir: Path, n: int) -> list[bytes]:
     """PNG bytes of IAM-OnDB lines from held-out (test-split) forms."""
     out = []
-    for line in (data_dir / "labels.tsv").read_text().splitlines()[1:]:
-        line_id, rel, _ = line.split("\t")
-        if datasets.split_by_group(datasets.iam_form_id(line_id)) == "test":
-            out.append((data_dir / rel).read_bytes())
-            if len(out) == n:
-                break
+    for row in labels.read_rows(str(data_dir), split="test")[:n]:
+        out.append(storage.read_bytes(row.image_uri()))
     return out
 
 

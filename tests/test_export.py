@@ -17,6 +17,7 @@ import torch
 
 from htr_ray.models import checkpoint
 from htr_ray.recognition import export
+from htr_ray.data import labels
 from htr_ray.io import images, storage
 from htr_ray.evaluation import metrics
 from htr_ray.models.charset import Charset
@@ -33,11 +34,11 @@ N_LINES = 24
 def iam_lines(shared_data) -> tuple[list[np.ndarray], list[str]]:
     """Real IAM-OnDB line images, spread over the set (widths from short words to long lines)."""
     root = shared_data / "iam_ondb_lines"
-    rows = [ln.split("\t") for ln in (root / "labels.tsv").read_text(encoding="utf-8").splitlines()[1:] if ln.strip()]
+    rows = labels.read_rows(str(root))
     step = max(1, len(rows) // N_LINES)
     picked = rows[::step][:N_LINES]
-    imgs = [images.decode_gray((root / r[1]).read_bytes()) for r in picked]
-    return imgs, [r[2] for r in picked]
+    imgs = [images.decode_gray(storage.read_bytes(r.image_uri())) for r in picked]
+    return imgs, [r.text for r in picked]
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from htr_ray.data import labels
+from htr_ray.data.labels import split_by_group  # noqa: F401  (the split rule, used by every format here)
 from htr_ray.io import images, storage
 from htr_ray.io.shards import Sample
 
@@ -55,16 +57,6 @@ class IngestError:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def split_by_group(group: str, val_percent: int = 5, test_percent: int = 5) -> str:
-    """Deterministic document-level split: the same group id always lands in the same split."""
-    bucket = zlib.crc32(group.encode("utf-8")) % 100
-    if bucket < test_percent:
-        return "test"
-    if bucket < test_percent + val_percent:
-        return "val"
-    return "train"
 
 
 def carve_val(sample_id: str, val_percent: int) -> str:
@@ -150,29 +142,17 @@ def read_mnist(c: dict) -> Iterator[Sample | IngestError]:
 
 
 def plan_iam(input_uri: str, chunk: int, val_percent: int) -> tuple[list[dict], list[IngestError]]:
-    labels_uri = input_uri if input_uri.endswith(".tsv") else storage.join(input_uri, "labels.tsv")
-    base = labels_uri.rsplit("/", 1)[0] if storage.is_s3(labels_uri) else os.path.dirname(storage.parse(labels_uri).path)
-    rows, errors = [], []
-    text = storage.read_text(labels_uri)
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.rstrip("\r").split("\t")
-        if lineno == 1 and fields[:2] == ["line_id", "image"]:
-            continue
-        if len(fields) != 3:
-            errors.append(IngestError("bad_label_line", f"{labels_uri}:{lineno}",
-                                      f"expected 3 tab-separated fields (line_id, image, transcription), got {len(fields)}"))
-            continue
-        rows.append([lineno, *fields])
-    chunks = [{"labels": labels_uri, "base": base, "rows": rows[i:i + chunk], "val_percent": val_percent}
-              for i in range(0, len(rows), chunk)]
+    rows, bad = labels.read(input_uri)
+    errors = [IngestError("bad_label_line", b.where, b.message) for b in bad]
+    uri = labels.labels_uri(input_uri)
+    base = rows[0].base if rows else ""
+    records = [[r.lineno, r.line_id, r.image, r.text] for r in rows]
+    chunks = [{"labels": uri, "base": base, "rows": records[i:i + chunk], "val_percent": val_percent}
+              for i in range(0, len(records), chunk)]
     return chunks, errors
 
 
-def iam_form_id(line_id: str) -> str:
-    """'a01-000u-01' -> 'a01-000u': the form a line was written on."""
-    return re.sub(r"-\d+$", "", line_id)
+iam_form_id = labels.form_of  # 'a01-000u-01' -> 'a01-000u'
 
 
 def _load_referenced_image(base: str, ref: str, where: str) -> tuple[str, "np.ndarray | IngestError"]:

@@ -9,19 +9,16 @@ Images that cannot be decoded are counted in :attr:`Batch.bad`, never dropped si
 from __future__ import annotations
 
 import concurrent.futures as cf
-import csv
-import io
 import logging
 import random
 import struct
-import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from htr_ray.data import augment
+from htr_ray.data import augment, labels
 from htr_ray.io import images, shards, storage
 from htr_ray.models.charset import Charset
 
@@ -29,29 +26,14 @@ log = logging.getLogger(__name__)
 
 
 def _iam_rows(root: str, split: str) -> list[dict]:
-    """Rows of an IAM-style folder (labels.tsv: line_id, image, transcription), split by form with the
-    project's rule (crc32(form) % 100: < 5 test, < 10 val, else train)."""
-    text = storage.read_text(storage.join(root, "labels.tsv"))
-    reader = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
-    header = next(reader)
-    rows = []
-    for rec in reader:
-        if len(rec) < 3:
-            continue
-        line_id, rel, transcription = rec[0], rec[1], rec[2]
-        form = line_id.rsplit("-", 1)[0]
-        v = zlib.crc32(form.encode()) % 100
-        s = "test" if v < 5 else "val" if v < 10 else "train"
-        if s != split:
-            continue
-        rows.append({"id": line_id, "image_uri": storage.join(root, *rel.split("/")), "text": transcription})
+    """Rows of an IAM-style folder (:mod:`htr_ray.data.labels`: the one labels.tsv reader, split by
+    form with the project's rule), with their images read."""
+    rows = labels.read_rows(root, split)
     # read the images (threads: mostly I/O)
     with cf.ThreadPoolExecutor(8) as pool:
-        blobs = list(pool.map(lambda r: _read_or_none(r["image_uri"]), rows))
-    out = []
-    for r, b in zip(rows, blobs):
-        out.append({"id": r["id"], "image": b, "text": r["text"]})
-    log.info("read %d %s rows from %s (labels.tsv, header %s)", len(out), split, root, header[:3])
+        blobs = list(pool.map(lambda r: _read_or_none(r.image_uri()), rows))
+    out = [{"id": r.line_id, "image": b, "text": r.text} for r, b in zip(rows, blobs)]
+    log.info("read %d %s rows from %s (labels.tsv)", len(out), split, root)
     return out
 
 
@@ -65,7 +47,7 @@ def _read_or_none(uri: str) -> bytes | None:
 
 def load_rows(uri: str, split: str) -> list[dict]:
     """All rows (id, image bytes, text) of one split of a data URI, in memory."""
-    if storage.exists(storage.join(uri, "labels.tsv")) and not shards.list_shards(uri, split):
+    if labels.has_labels(uri) and not shards.list_shards(uri, split):
         return _iam_rows(uri, split)
     rows = list(shards.iter_rows(uri, split, columns=["id", "image", "text"]))
     log.info("read %d %s rows from %s", len(rows), split, uri)
@@ -195,6 +177,66 @@ def prefetch(fn: Callable, items: Iterable, threads: int, depth: int = 4) -> Ite
                 yield pending.pop(0).result()
         for f in pending:
             yield f.result()
+
+
+def _worker_init() -> None:
+    # one worker process = one core's worth of decoding and augmentation; no nested thread pools
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except Exception:  # pragma: no cover
+        pass
+
+
+def _prepare_numpy(prep: "Preprocessor", rows: list[dict], seed: int) -> Batch:
+    b = prep(rows, seed)
+    # tensors travel between processes by value as numpy arrays (torch's own reducers would pass
+    # shared-memory handles, one file descriptor per batch)
+    return Batch(b.x.numpy(), None if b.widths is None else b.widths.numpy(),
+                 b.targets.numpy() if isinstance(b.targets, torch.Tensor) else b.targets, b.texts, b.bad)
+
+
+def _to_torch(b: Batch) -> Batch:
+    as_t = (lambda a: torch.from_numpy(a) if isinstance(a, np.ndarray) else a)
+    return Batch(as_t(b.x), as_t(b.widths), as_t(b.targets), b.texts, b.bad)
+
+
+class ProcessLoader:
+    """Decoding and augmentation in worker processes, off the training process: ``loader.map(prep,
+    batches)`` yields ``prep(rows, seed)`` for each batch of rows, in order, ``depth`` batches ahead.
+
+    The pool is started once (``spawn``: safe inside a multi-threaded Ray worker) and reused every
+    epoch; rows travel to the workers pickled (PNG bytes, a few KiB a line) and batches come back as
+    numpy arrays. Close it with :meth:`close` (or use it as a context manager).
+    """
+
+    def __init__(self, processes: int, depth: int = 0):
+        import multiprocessing as mp
+
+        self.processes = max(1, int(processes))
+        self.depth = depth or 3 * self.processes + 1
+        self._pool = cf.ProcessPoolExecutor(self.processes, mp_context=mp.get_context("spawn"),
+                                            initializer=_worker_init)
+
+    def map(self, prep: "Preprocessor", batches: Iterable[list[dict]], seed_of: Callable[[int], int]) -> Iterator[Batch]:
+        pending: list[cf.Future] = []
+        for i, rows in enumerate(batches):
+            pending.append(self._pool.submit(_prepare_numpy, prep, rows, seed_of(i)))
+            if len(pending) >= self.depth:
+                yield _to_torch(pending.pop(0).result())
+        for f in pending:
+            yield _to_torch(f.result())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def mixing_plan(sizes: Sequence[int], weights: Sequence[float], epoch_size: int) -> list[int]:

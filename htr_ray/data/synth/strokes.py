@@ -31,17 +31,13 @@ def _data_dir() -> Path:
 def load() -> dict | None:
     """points, offsets, line_ids, texts and per-split indices; None when the data is absent."""
     d = _data_dir()
-    if not (d / "strokes.npz").is_file() or not (d / "labels.tsv").is_file():
+    from htr_ray.data import labels as label_file
+
+    if not (d / "strokes.npz").is_file() or not label_file.has_labels(str(d)):
         log.warning("no IAM-OnDB strokes under %s: stroke re-rendering disabled", d)
         return None
     z = np.load(d / "strokes.npz", allow_pickle=False)
-    labels: dict[str, str] = {}
-    with open(d / "labels.tsv", encoding="utf-8") as fh:
-        next(fh, None)
-        for row in fh:
-            parts = row.rstrip("\n").split("\t")
-            if len(parts) >= 3:
-                labels[parts[0]] = parts[2]
+    labels = {r.line_id: r.text for r in label_file.read_rows(str(d))}
     ids = [str(x) for x in z["line_ids"]]
     by_split: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for i, lid in enumerate(ids):

@@ -278,29 +278,23 @@ def hanzi_line(rng: np.random.Generator, allowed: set[str] | None = None) -> str
 def iam_form_split(line_id: str) -> str:
     """The split of an IAM line under htr_ray.data.datasets' rule (by form), so that synthetic data never
     reuses text or strokes from held-out forms."""
-    from htr_ray.data.datasets import iam_form_id, split_by_group
+    from htr_ray.data.labels import form_of, split_by_group
 
-    return split_by_group(iam_form_id(line_id))
+    return split_by_group(form_of(line_id))
 
 
-def _iam_labels_path() -> Path:
-    return paths.shared_data() / "iam_ondb_lines" / "labels.tsv"
+def _iam_dir() -> Path:
+    return paths.shared_data() / "iam_ondb_lines"
 
 
 @functools.lru_cache(maxsize=1)
 def iam_train_lines() -> tuple[tuple[str, str], ...]:
     """(line_id, transcription) of the IAM-OnDB lines of TRAIN forms only (empty if the data is absent)."""
-    p = _iam_labels_path()
-    if not p.is_file():
+    from htr_ray.data import labels
+
+    if not labels.has_labels(str(_iam_dir())):
         return ()
-    out = []
-    with open(p, encoding="utf-8") as fh:
-        next(fh, None)
-        for row in fh:
-            parts = row.rstrip("\n").split("\t")
-            if len(parts) >= 3 and iam_form_split(parts[0]) == "train" and parts[2].strip():
-                out.append((parts[0], parts[2]))
-    return tuple(out)
+    return tuple((r.line_id, r.text) for r in labels.read_rows(str(_iam_dir()), "train") if r.text.strip())
 
 
 @functools.lru_cache(maxsize=1)
