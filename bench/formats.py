@@ -7,6 +7,11 @@ in five printed: the shape of a page the reader returns. The writers' cost depen
 not on the pixels.
 
     python bench/formats.py --pages 50 --lines 30
+    python bench/formats.py --pages 50 --lines 30 --real 5   # also pages read end to end
+
+``--real N`` also reads N composed pages of held-out (test-split) IAM-OnDB forms end to end (the page
+reader, the shipped line finder and recogniser), writes the three formats from what they return, and
+checks that every file validates and that the ALTO reads back with the same text.
 
 Prints a table and writes JSON (``--out``, default work/bench/formats.json).
 """
@@ -75,11 +80,38 @@ def schemas():
     }
 
 
+def real_pages(n: int) -> dict:
+    import cv2
+
+    from htr_ray.data.synth.layout_pages import IAM_KINDS, compose_page
+    from htr_ray.pages.reader import PageReader
+    from htr_ray.paths import shipped_model
+    from htr_ray.recognition.spec import RecognizerSpec
+
+    sch = schemas()
+    recognizer = RecognizerSpec(model=shipped_model("en_line_crnn_small")).build()
+    reader = PageReader()
+    invalid = {f: 0 for f in FORMATS}
+    same, lines, kinds = 0, 0, {}
+    for i in range(n):
+        kind = IAM_KINDS[i % len(IAM_KINDS)]
+        page = compose_page(i, "test", kind)
+        result = reader.read(f"{kind}_{i}.png", cv2.imencode(".png", page.image)[1].tobytes(), recognizer)[0]
+        for fmt in FORMATS:
+            invalid[fmt] += bool(list(sch[fmt].iter_errors(render(result, fmt).decode())))
+        same += read_alto(render(result, "alto")).text == result.text
+        lines += len(result.lines)
+        for ln in result.lines:
+            kinds[ln.kind] = kinds.get(ln.kind, 0) + 1
+    return {"pages": n, "lines": lines, "kinds": kinds, "invalid": invalid, "round_trip_text_equal": f"{same}/{n}"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", type=int, default=50)
     ap.add_argument("--lines", type=int, default=30, help="lines per page")
     ap.add_argument("--validate", type=int, default=5, help="validate the files of this many pages (0: none)")
+    ap.add_argument("--real", type=int, default=0, help="also read this many composed test pages end to end")
     ap.add_argument("--out", default=str(REPO / "work" / "bench" / "formats.json"))
     args = ap.parse_args()
 
@@ -116,7 +148,12 @@ def main() -> None:
     print(f"read_alto {read_ms:.2f} ms/page; after the round trip, page text equal: {same_text}/{len(pages)}, "
           f"equal up to runs of spaces and spaces at line ends: {same_words}/{len(pages)}")
 
-    out = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
+    real = real_pages(args.real) if args.real else None
+    if real:
+        print(f"end to end: {real['pages']} composed test pages ({real['lines']} lines, kinds {real['kinds']}); "
+              f"invalid files {real['invalid']}; ALTO text equal after the round trip: {real['round_trip_text_equal']}")
+
+    out = {"real": real, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
            "cpus": os.cpu_count(), "pages": args.pages, "lines_per_page": args.lines,
            "chars_per_page": round(chars), "read_alto_ms_per_page": round(read_ms, 2),
            "round_trip_text_equal": f"{same_text}/{len(pages)}",

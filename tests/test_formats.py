@@ -343,9 +343,17 @@ def test_alto_round_trip_gives_back_the_page():
             else:
                 assert b.char_confidences[i] == pytest.approx(
                     min(ln.char_confidences[i - 1], ln.char_confidences[i + 1]), abs=1e-4)
-    # the empty line, runs of spaces and the empty page
-    tricky = read_alto(render(_pages()["tricky"], "alto"))
-    assert [ln.text for ln in tricky.lines] == [TRICKY, "", "two spaces"]
+    # the empty line, runs of spaces and spaces at the ends (empty Strings stand for them), the empty page
+    tricky_page = _pages()["tricky"]
+    alto = render(tricky_page, "alto")
+    tricky = read_alto(alto)
+    assert [ln.text for ln in tricky.lines] == [TRICKY, "", "  two  spaces "]
+    strings = ET.fromstring(alto).findall("a:Layout/a:Page/a:PrintSpace/a:TextBlock/a:TextLine", A)[2]
+    assert [s.get("CONTENT") for s in strings.findall("a:String", A)] == ["", "", "two", "", "spaces", ""]
+    confs = tricky_page.lines[2].char_confidences
+    assert tricky.lines[2].char_confidences[2:5] == pytest.approx(confs[2:5], abs=1e-4)
+    assert tricky.lines[2].char_confidences[0] == pytest.approx(confs[2], abs=1e-4)  # nearest character
+    assert tricky.lines[2].char_confidences[6] == pytest.approx(min(confs[4], confs[7]), abs=1e-4)
     empty = read_alto(render(_pages()["empty"], "alto"))
     assert (empty.lines, empty.text, empty.status, empty.width) == ([], "", "ok", 1000)
 

@@ -32,10 +32,13 @@ a word's confidence is the mean of its characters', or the line's confidence whe
 A page with status ``error`` renders as a valid document with no lines, its error kind and message kept.
 The same result always renders to the same bytes (see :data:`EPOCH`).
 
-What ALTO has no place for, and :func:`read_alto` therefore cannot give back exactly: runs of several
-spaces (ALTO separates words with one ``SP``; read back as one space), leading and trailing spaces, the
-confidence of a space character (read back as the lower of its neighbours'), and a line's own
-confidence (read back as the mean of its characters').
+ALTO separates words with one ``SP``: a run of spaces, or a space at either end of a line, is written as
+an empty ``String`` beside the others, so :func:`read_alto` gives the text back exactly (PAGE-XML keeps
+the exact text in each line's ``TextEquiv``; there, and in hOCR, words are only the non-empty ones). What
+ALTO has no place for,
+and :func:`read_alto` therefore gives back only approximately: the confidence of a space (read back as
+the lower of the nearest characters'), and a line's own confidence (read back as the mean of its
+characters').
 """
 
 from __future__ import annotations
@@ -166,22 +169,34 @@ def _char_bounds(ln: TextLine, x0: int, x1: int) -> list[float]:
     return [x0 + (x1 - x0) * i / n for i in range(n + 1)]
 
 
-def _words(ln: TextLine, box: list[int], line_conf: float) -> list[_Word]:
+def _spans(text: str, every_space: bool) -> list[tuple[int, int]]:
+    """(start, end) of the words of ``text``: runs of non-space characters, or (``every_space``) the
+    pieces between single spaces, empty ones included, so that joining them with one space gives the text
+    back exactly (ALTO's way to keep runs of spaces and spaces at either end)."""
+    if not every_space:
+        return [m.span() for m in re.finditer(r"\S+", text)]
+    spans, start = [], 0
+    for piece in text.split(" "):
+        spans.append((start, start + len(piece)))
+        start += len(piece) + 1
+    return spans
+
+
+def _words(ln: TextLine, box: list[int], line_conf: float, every_space: bool = False) -> list[_Word]:
     text = _clean(ln.text)  # same length: one replacement character for each one XML cannot carry
     bounds = _char_bounds(ln, box[0], box[2])
     confs = [_conf(c) for c in ln.char_confidences] if len(ln.char_confidences) == len(text) else []
     words = []
-    for m in re.finditer(r"\S+", text):
-        s, e = m.start(), m.end()
+    for s, e in _spans(text, every_space):
         glyphs = [_Glyph(text[i], int(round(bounds[i])), int(round(bounds[i + 1])), confs[i] if confs else None)
                   for i in range(s, e)]
         known = [g.conf for g in glyphs if g.conf is not None]
         conf = sum(known) / len(known) if known else line_conf
-        words.append(_Word(m.group(), int(round(bounds[s])), int(round(bounds[e])), conf, glyphs))
+        words.append(_Word(text[s:e], int(round(bounds[s])), int(round(bounds[e])), conf, glyphs))
     return words
 
 
-def _lines(result: PageResult) -> list[_Line]:
+def _lines(result: PageResult, every_space: bool = False) -> list[_Line]:
     if result.status == ERROR:
         return []
     out = []
@@ -197,7 +212,7 @@ def _lines(result: PageResult) -> list[_Line]:
         conf = _conf(ln.confidence)
         conf = 0.0 if conf is None else conf
         kind = ln.kind if ln.kind in KINDS else HANDWRITTEN
-        out.append(_Line(ln, box, outline, baseline, _words(ln, box, conf), conf, kind))
+        out.append(_Line(ln, box, outline, baseline, _words(ln, box, conf, every_space), conf, kind))
     return out
 
 
@@ -230,7 +245,7 @@ def _sub(parent: ET.Element, tag: str, attrib: dict | None = None, text: str | N
 
 
 def _alto(result: PageResult, image_name: str, created: _dt.datetime) -> bytes:
-    lines = _lines(result)
+    lines = _lines(result, every_space=True)
     width, height = _page_size(result, lines)
     root = ET.Element("alto", {"xmlns": ALTO_NS, "xmlns:xsi": XSI_NS,
                                "xsi:schemaLocation": f"{ALTO_NS} {ALTO_XSD}", "SCHEMAVERSION": "4.4"})
@@ -275,16 +290,20 @@ def _alto(result: PageResult, image_name: str, created: _dt.datetime) -> bytes:
         tl = _sub(block, "TextLine", tl_attrs)
         shape = _sub(tl, "Shape")
         _sub(shape, "Polygon", {"POINTS": " ".join(f"{x},{y}" for x, y in ln.outline)})
-        if not ln.words:  # ALTO needs a String in every line: an empty one spanning the line
+        if not ln.line.text:  # ALTO needs a String in every line: an empty one spanning the line
             _sub(tl, "String", {"ID": f"string_{i}_0", **geo, "CONTENT": "", "WC": _fmt_num(ln.conf)})
-        for j, w in enumerate(ln.words):
+            continue
+        # one String per piece between single spaces: an empty String stands for each extra space and
+        # each space at a line's ends, so that the text reads back exactly
+        words = ln.words
+        for j, w in enumerate(words):
             if j:
-                prev = ln.words[j - 1]
+                prev = words[j - 1]
                 _sub(tl, "SP", {"ID": f"sp_{i}_{j}", "HPOS": str(prev.x1), "VPOS": str(y0),
                                 "WIDTH": str(max(0, w.x0 - prev.x1))})
             s = _sub(tl, "String", {"ID": f"string_{i}_{j}", "HPOS": str(w.x0), "VPOS": str(y0),
                                     "WIDTH": str(w.x1 - w.x0), "HEIGHT": str(y1 - y0),
-                                    "CONTENT": _clean(w.text), "WC": _fmt_num(w.conf)})
+                                    "CONTENT": w.text, "WC": _fmt_num(w.conf) if w.text else None})
             for k, g in enumerate(w.glyphs):
                 ga = {"ID": f"glyph_{i}_{j}_{k}", "CONTENT": _clean(g.char), "HPOS": str(g.x0), "VPOS": str(y0),
                       "WIDTH": str(g.x1 - g.x0), "HEIGHT": str(y1 - y0)}
@@ -334,8 +353,6 @@ def read_alto(data: bytes) -> PageResult:
         words, confs, spaces = [], [], []
         for s in tl.findall("a:String", ns):
             content = s.get("CONTENT", "")
-            if not content:
-                continue
             if words:
                 spaces.append(len(confs))  # the space before this word
                 confs.append(None)
@@ -343,12 +360,15 @@ def read_alto(data: bytes) -> PageResult:
             glyphs = s.findall("a:Glyph", ns)
             gc = [_conf(g.get("GC")) for g in glyphs] if len(glyphs) == len(content) else []
             if not gc or any(c is None for c in gc):
-                wc = _conf(s.get("WC"))
-                gc = [wc] * len(content)
+                gc = [_conf(s.get("WC"))] * len(content)
             confs.extend(gc)
-        for i in spaces:  # a space: the lower of its neighbours (a word on either side)
-            if confs[i - 1] is not None and confs[i + 1] is not None:
-                confs[i] = min(confs[i - 1], confs[i + 1])
+        at_space = set(spaces)
+        chars = [c for i, c in enumerate(confs) if i not in at_space]
+        for i in spaces:  # a space: the lower of the nearest characters' on either side
+            left = next((confs[k] for k in range(i - 1, -1, -1) if k not in at_space), None)
+            right = next((confs[k] for k in range(i + 1, len(confs)) if k not in at_space), None)
+            known = [v for v in (left, right) if v is not None]
+            confs[i] = min(known) if known and all(c is not None for c in chars) else None
         char_conf = [float(c) for c in confs] if confs and all(c is not None for c in confs) else []
         conf = sum(char_conf) / len(char_conf) if char_conf else 0.0
         lines.append(TextLine(text=" ".join(words), confidence=conf, char_confidences=char_conf,
