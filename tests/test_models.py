@@ -172,7 +172,7 @@ def test_shipped_models_load_and_describe_themselves():
         pytest.skip("no shipped models yet")
     for d in shipped:
         model, meta = checkpoint.load(str(d))
-        trainer = "python -m htr_ray.layout.printed" if meta["kind"] == "word_kind" else "python jobs/train.py"
+        trainer = "python -m htr_ray.training.printed_filter" if meta["kind"] == "word_kind" else "python jobs/train.py"
         assert meta["metrics"] and meta["command"].startswith(trainer), d
         assert (d / "weights.pt").stat().st_size < 8 * 2**20, d
         n = len(meta["charset"]) + (1 if meta["kind"] == "line" else 0)

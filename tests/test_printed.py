@@ -13,6 +13,7 @@ from htr_ray.layout.opencv import OpenCVLineFinder
 from htr_ray.pages.reader import PageReader
 from htr_ray.layout import printed
 from htr_ray.layout.printed import DEFAULT_FILTER, PrintedFilter
+from htr_ray.training import printed_filter
 from htr_ray.data.synth.pages import PageGenerator
 
 # bounds set from the shipped filter's measured figures (model.json "metrics"), with a margin
@@ -51,21 +52,21 @@ def test_word_input_shape_and_ink():
 def test_shipped_filter_is_a_self_describing_checkpoint():
     meta = checkpoint.read_meta(DEFAULT_FILTER)
     assert meta["kind"] == "word_kind" and meta["charset"] == printed.CLASSES
-    assert meta["command"].startswith("python -m htr_ray.layout.printed")
+    assert meta["command"].startswith("python -m htr_ray.training.printed_filter")
     assert meta["metrics"]["test_accuracy"] >= MIN_WORD_ACCURACY
 
 
 def test_filter_tells_print_from_handwriting_on_pages_in_unseen_fonts(flt):
     """Words of generated test-split pages (handwriting fonts the filter never saw, other seeds),
     labelled from the pages' own ink masks."""
-    crops, labels = printed.generated_words(4, "test", seed=77)
+    crops, labels = printed_filter.generated_words(4, "test", seed=77)
     assert (labels == 1).sum() >= 20 and (labels == 0).sum() >= 20
     pred = flt.printed_probability(crops) >= 0.5
     assert (pred == labels.astype(bool)).mean() >= MIN_WORD_ACCURACY
 
 
 def test_real_handwriting_is_not_called_printed(flt, shared_data):
-    words = printed.iam_words(str(shared_data / "iam_ondb_lines"), "val", 300)
+    words = printed_filter.iam_words(str(shared_data / "iam_ondb_lines"), "val", 300)
     assert len(words) == 300
     assert (flt.printed_probability(words) >= 0.5).mean() <= MAX_REAL_HANDWRITING_CALLED_PRINTED
 

@@ -12,7 +12,7 @@ Three kinds of model (``model.kind``):
   ``model.output_lengths(widths)`` maps true input widths to valid frame counts.
 - ``"char"``: isolated-character classifiers (:mod:`.char_cnn`). Input ``(N, 1, S, S)`` from
   :func:`htr_ray.io.images.normalize_char` at ``model.input_size``; ``forward`` returns logits ``(N, C)``.
-- ``"word_kind"``: the printed-vs-handwritten word classifier of :mod:`htr_ray.printed` (input from
+- ``"word_kind"``: the printed-vs-handwritten word classifier of :mod:`htr_ray.layout.printed` (input from
   :func:`htr_ray.layout.printed.word_input`, ``(N, 1, input_height, input_width)``; logits ``(N, 2)``).
 
 Every model built here carries ``model.architecture`` (its registry name) and ``model.params`` (the
