@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # Imported under another name: the ServeConfig field below is called `config` (its flag is --config),
 # and inside the class body that name would shadow the module.
