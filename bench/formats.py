@@ -41,7 +41,8 @@ LABELS = REPO.parent / "shared" / "data" / "iam_ondb_lines" / "labels.tsv"
 
 def make_pages(n_pages: int, n_lines: int, seed: int = 0) -> list[PageResult]:
     with open(LABELS, encoding="utf-8") as f:
-        texts = [row["transcription"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if row["transcription"]]
+        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        texts = [row["transcription"] for row in rows if row["transcription"]]
     rng = random.Random(seed)
     pages = []
     for p in range(n_pages):
@@ -153,7 +154,8 @@ def main() -> None:
         print(f"end to end: {real['pages']} composed test pages ({real['lines']} lines, kinds {real['kinds']}); "
               f"invalid files {real['invalid']}; ALTO text equal after the round trip: {real['round_trip_text_equal']}")
 
-    out = {"real": real, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": platform.node(),
+    out = {"real": real, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "machine": platform.node(),
            "cpus": os.cpu_count(), "pages": args.pages, "lines_per_page": args.lines,
            "chars_per_page": round(chars), "read_alto_ms_per_page": round(read_ms, 2),
            "round_trip_text_equal": f"{same_text}/{len(pages)}",
