@@ -17,6 +17,10 @@ Confidences (chosen by measuring calibration, see docs/decoding.md):
   would not say. ``Decoded.acoustic_confidences`` keeps the acoustic per-character confidences
   (Viterbi alignment of the chosen text), for reference.
 
+Beam search without a lexicon runs compiled (:mod:`htr_ray.recognition.fast_beam`, numba, with the LM
+as :class:`htr_ray.recognition.lm.CompiledLM` tables): the same search step for step as the Python one
+below, which runs with a lexicon, without numba, or with ``engine="python"``.
+
 Beam search scoring of a prefix = ln P_ctc(prefix) + lm_weight * ln P_lm(prefix) + char_bonus * len
 - oov_penalty * (number of words not in the lexicon). With ``lexicon_mode="constrain"`` a word that is
 not a prefix of some lexicon word is never extended. Words are maximal runs of characters that occur in
@@ -33,7 +37,18 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from htr_ray.recognition import fast_beam
+
+class _LazyFastBeam:
+    """:mod:`htr_ray.recognition.fast_beam` imported on first use: importing numba costs ~150 MB of RSS,
+    which greedy decoding (the Serve default) never needs (a Serve replica must stay under 500 MB)."""
+
+    def __getattr__(self, name):
+        from htr_ray.recognition import fast_beam as module
+
+        return getattr(module, name)
+
+
+fast_beam = _LazyFastBeam()
 
 NEG_INF = float("-inf")
 
