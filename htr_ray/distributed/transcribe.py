@@ -71,6 +71,7 @@ class TranscribeConfig:
     workers: int = config.field(None, help="recogniser actors, one thread each (default: one per CPU of the cluster)")
     gpus_per_worker: float = config.field(0.0, help="GPUs per recogniser actor (0 = CPU)")
     lines_per_batch: int = config.field(64, help="lines per actor call (they come from several pages)")
+    objects_per_block: int = config.field(4, help="input objects per Ray Data block (the pages whose lines share batches)")
     line_finder: str = config.field("auto", help="auto (the learned finder if shipped, else opencv), learned, "
                                                  "learned:<uri> or opencv")
     printed_filter: str = config.field(DEFAULT_FILTER, help="printed-text filter the opencv finder uses: form "
@@ -99,6 +100,8 @@ class Summary:
     parts_written: int = 0
     format_files: int = 0
     workers: int = 0
+    first_batch_seconds: float = 0.0  # from the start of execution to the first results (actor start-up included)
+    first_batch_pages: int = 0  # pages completed with that first batch
     stage_seconds: dict = field(default_factory=dict)  # CPU seconds summed over pages: decode, find_lines, ...
 
     def as_dict(self) -> dict:
@@ -339,15 +342,23 @@ def _execute(cfg: TranscribeConfig, todo: list[str], summary: Summary, formats: 
 
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
     spec = actor_spec(cfg)
-    ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=min(len(todo), 200))
-    ds = ds.map_batches(prepare_stage, batch_size=1, batch_format="pyarrow",
+    # Blocks of --objects-per-block URIs. On CPU, Ray Data fuses the prepare stage into the actors (same
+    # resources): each actor prepares a block's pages and reads their lines in batches that fill across
+    # those pages, and no crop is serialised at all; a fixed pool of one actor per core keeps every core
+    # busy from the start. GPU actors stay apart: CPU tasks prepare, an autoscaling pool of GPU actors
+    # reads the crops that come through the object store.
+    gpu = cfg.gpus_per_worker > 0
+    per_block = max(1, int(cfg.objects_per_block))
+    ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, -(-len(todo) // per_block)))
+    ds = ds.map_batches(prepare_stage, batch_size=1, batch_format="pyarrow", num_cpus=1,
                         fn_kwargs={"line_finder": cfg.line_finder, "printed_filter": _filter_uri(cfg.printed_filter),
                                    "max_pixels": cfg.max_pixels})
+    pool = (ray.data.ActorPoolStrategy(min_size=1, max_size=summary.workers) if gpu
+            else ray.data.ActorPoolStrategy(size=summary.workers))
     ds = ds.map_batches(
         RecognizerActor, fn_constructor_kwargs={"spec": spec.as_dict(), "threads": spec.threads or 1},
-        batch_size=max(1, int(cfg.lines_per_batch)), batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=summary.workers),
-        **({"num_gpus": cfg.gpus_per_worker} if cfg.gpus_per_worker > 0 else {"num_cpus": 1}),
+        batch_size=max(1, int(cfg.lines_per_batch)), batch_format="pyarrow", compute=pool,
+        **({"num_gpus": cfg.gpus_per_worker} if gpu else {"num_cpus": 1}),
     )
     assembler = PageAssembler(cfg.recognizer.model)
     writer = PartWriter(cfg.output, run_id, formats)
@@ -366,11 +377,14 @@ def _execute(cfg: TranscribeConfig, todo: list[str], summary: Summary, formats: 
             errors[result.error_kind] += 1
         writer.add(result.to_row())
 
+    t_start = time.time()
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in batch.to_pylist():
             result = assembler.add(row)
             if result is not None:
                 take(result)
+        if not summary.first_batch_seconds:
+            summary.first_batch_seconds, summary.first_batch_pages = round(time.time() - t_start, 3), summary.pages
         now = time.time()
         if len(writer.ready) >= cfg.flush_pages or now - last_flush >= cfg.flush_seconds:
             writer.flush()
