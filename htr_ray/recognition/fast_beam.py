@@ -431,3 +431,27 @@ def agreement_kernel(labs, lens, weights, min_weight):
             else:
                 j -= 1
     return conf
+
+
+def warm() -> float:
+    """Compile (or load from the cache) every kernel now, on a tiny input; returns the seconds it took.
+    ``python -m htr_ray.recognition.fast_beam`` does this, e.g. in a container image build, so that the
+    first line a fresh process decodes does not wait for the compiler."""
+    import time
+
+    from htr_ray.recognition.decode import beam_search
+    from htr_ray.recognition.lm import CharNgramLM
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 4)).astype(np.float32)
+    x -= np.log(np.exp(x).sum(axis=1, keepdims=True))
+    beam_search(x, "abc")
+    beam_search(x, "abc", lm=CharNgramLM.train(["abc cab"], order=2))
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    if not AVAILABLE:
+        raise SystemExit("numba is not installed: beam search runs in Python")
+    print(f"compiled beam search ready in {warm():.1f} s (cache: {numba.config.CACHE_DIR or 'beside the module'})")
