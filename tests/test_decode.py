@@ -401,3 +401,12 @@ def test_shipped_model_ships_its_lm_and_beam_finds_it():
     lp = _peaky(rng, "the cat sat on the mat", "".join(meta["charset"]))
     expected = beam_search(lp, "".join(meta["charset"]), lm=lm, **dec["beam_options"])
     assert rec.decode(lp).text == expected.text and rec.decode(lp).candidates == expected.candidates
+
+
+def test_a_configs_beam_width_is_kept():
+    """beam_search(config=BeamConfig(beam_width=2)) searches 2 beams (it used to be reset to 16)."""
+    lp = frames([{"a": 0.4, "b": 0.35, "c": 0.25}, {"_": 0.9}, {"a": 0.4, "b": 0.35, "c": 0.25}])
+    for engine in ("python", "auto"):
+        assert len(beam_search(lp, CHARSET, config=BeamConfig(beam_width=2, engine=engine, nbest=99)).candidates) == 2
+        assert len(beam_search(lp, CHARSET, config=BeamConfig(beam_width=2, engine=engine, nbest=99),
+                               beam_width=5).candidates) == 5

@@ -345,7 +345,7 @@ class _Prefixes:
 def beam_search(
     log_probs: np.ndarray,
     charset: str,
-    beam_width: int = 16,
+    beam_width: int | None = None,
     lexicon: Lexicon | None = None,
     lm=None,
     config: BeamConfig | None = None,
@@ -359,8 +359,10 @@ def beam_search(
     (see :class:`BeamConfig`). Without lexicon and LM the result is the most probable labelling found.
     """
     cfg = config or BeamConfig()
-    if overrides or beam_width != cfg.beam_width:
-        cfg = BeamConfig(**{**cfg.__dict__, "beam_width": beam_width, **overrides})
+    if beam_width is not None and beam_width != cfg.beam_width:  # (a config's own width used to be overridden by 16)
+        overrides = {"beam_width": beam_width, **overrides}
+    if overrides:
+        cfg = BeamConfig(**{**cfg.__dict__, **overrides})
     if lexicon is not None and not isinstance(lexicon, Lexicon):
         lexicon = Lexicon(lexicon)
     if cfg.lexicon_mode not in ("favour", "constrain"):
