@@ -178,7 +178,9 @@ def two_nodes(s3_server):
         cluster = TwoNodeCluster(tmp, env, f"http://127.0.0.1:{dash_port}", "", "")
         assert wait_alive(cluster, 1, head) is not None, f"the head did not start:\n{logs()}"
         for attempt in range(3):
-            worker = start("worker", ["--address", f"127.0.0.1:{gcs_port}", "--resources", json.dumps({"htr_worker": 1})])
+            # a temp dir (session folder, logs, unpacked working dirs) of its own, as on its own machine
+            worker = start("worker", ["--address", f"127.0.0.1:{gcs_port}", "--temp-dir", str(tmp / f"rayw{attempt}"),
+                                      "--resources", json.dumps({"htr_worker": 1})])
             alive = wait_alive(cluster, 2, worker)
             if alive is not None:
                 break
