@@ -76,3 +76,17 @@ def test_no_job_inserts_into_sys_path():
     inserted its own folder into ``sys.path`` would only hide an install that is missing."""
     for file in (REPO / "jobs").glob("*.py"):
         assert "sys.path.insert" not in file.read_text(), f"{file.name} still inserts into sys.path"
+
+
+def test_readme_jobs_table_names_real_jobs_and_flags(helps):
+    """Every command in README's Jobs table is a job, and every flag it shows is one of that job's flags."""
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("## Jobs"):text.index("### On a Ray cluster")]
+    commands = re.findall(r"^\| `htr-ray ([a-z-]+)([^`]*)`", table, flags=re.M)
+    assert {name for name, _ in commands} == set(cli.JOBS), commands
+    for name, rest in commands:
+        _, usage, _ = helps[("command", name)]
+        for flag in re.findall(r"--[a-z][a-z0-9-]*", rest):
+            assert re.search(rf"{re.escape(flag)}\b", usage), f"README shows `htr-ray {name} {flag}`; not a flag of it"
