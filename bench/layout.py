@@ -1,0 +1,149 @@
+"""Line-finding benchmark: the learned line finder and the OpenCV segmenter on the same pages.
+
+Pages (htr_ray.data.synth.layout_pages.compose_page, split ``test``: held-out IAM-OnDB forms, unseen fonts):
+  composed real   iam_plain + iam_ruled: real IAM-OnDB lines of held-out forms on plain / ruled paper
+  forms real      iam_form_cheque / _prescription / _homework: printed forms filled in with those lines
+  generated       generated cheques, prescriptions, homework in the unseen test fonts
+
+Scores (htr_ray.evaluation.line_finding, on filled polygons, every line printed or handwritten): precision,
+recall and F1 at IoU 0.5, split rate, merge rate, kind accuracy of the matched lines, and the share of
+the handwritten fields of cheques and prescriptions found as one line. Time: CPU ms per page of
+``find`` with one torch thread, and a separate timing on pages resized to 1700x2200.
+
+    python bench/layout.py --pages 12 --json work/bench/layout.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+GROUPS = {"composed real": ("iam_plain", "iam_ruled"),
+          "forms real": ("iam_form_cheque", "iam_form_prescription", "iam_form_homework"),
+          "generated": ("generated",)}
+
+
+def finders(args):
+    from htr_ray.layout.opencv import OpenCVLineFinder
+
+    out = {}
+    if args.model:
+        from htr_ray.layout.finder import LearnedLineFinder
+
+        out["learned"] = LearnedLineFinder.from_uri(args.model)
+    out["opencv"] = OpenCVLineFinder(printed_filter=None)
+    if args.with_filter:
+        from htr_ray.layout.printed import DEFAULT_FILTER
+
+        out["opencv+filter"] = OpenCVLineFinder(printed_filter=DEFAULT_FILTER)
+    return out
+
+
+def run(args) -> dict:
+    import torch
+
+    from htr_ray.data.synth.layout_pages import compose_page
+    from htr_ray.evaluation.line_finding import score_page, summarise
+    from htr_ray.layout.base import points_to_input
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    fs = finders(args)
+    scores = {n: {} for n in fs}
+    fields = {n: [] for n in fs}
+    cpu = {n: [] for n in fs}
+    kinds = [k for g in args.groups for k in GROUPS[g]]
+    big = []
+    for kind in kinds:
+        for seed in range(args.pages):
+            page = compose_page(args.seed + seed, args.split, kind)
+            H, W = page.image.shape
+            if kind in ("iam_plain", "iam_ruled") and len(big) < args.timing_pages:
+                big.append(cv2.resize(page.image, (1700, 2200), interpolation=cv2.INTER_AREA))
+            truth = [ln["polygon"] for ln in page.lines]
+            tk = [ln["kind"] for ln in page.lines]
+            domain = page.meta.get("domain", "")
+            for name, f in fs.items():
+                t = time.process_time()
+                lay = f.find(page.image)
+                cpu[name].append(time.process_time() - t)
+                found = [points_to_input(ln.outline(), lay.angle, (W, H)) for ln in lay.lines]
+                sc = score_page(truth, found, truth_kinds=tk, found_kinds=[ln.kind for ln in lay.lines])
+                scores[name].setdefault(kind, []).append(sc)
+                if domain in ("cheque", "prescription"):
+                    fields[name] += [ok for ok, ln in zip(sc["one_line"], page.lines) if ln["kind"] == "handwritten"]
+    result = {"split": args.split, "pages_per_kind": args.pages, "finders": {}}
+    for name in fs:
+        per_kind = {k: summarise(v) for k, v in scores[name].items()}
+        groups = {g: summarise([s for k in GROUPS[g] for s in scores[name].get(k, [])]) for g in args.groups}
+        timing = []
+        for img in big:
+            for _ in range(args.repeats):
+                t, w = time.process_time(), time.perf_counter()
+                fs[name].find(img)
+                timing.append((time.process_time() - t, time.perf_counter() - w))
+        result["finders"][name] = {
+            "groups": groups, "kinds": per_kind,
+            "fields_one_line": float(np.mean(fields[name])) if fields[name] else None, "fields": len(fields[name]),
+            "cpu_ms_per_page": 1000 * float(np.mean(cpu[name])),
+            "cpu_ms_1700x2200_median": 1000 * float(np.median([c for c, _ in timing])) if timing else None,
+            "cpu_ms_1700x2200_min": 1000 * float(np.min([c for c, _ in timing])) if timing else None,
+            "wall_ms_1700x2200_median": 1000 * float(np.median([w for _, w in timing])) if timing else None,
+        }
+    return result
+
+
+def table(result: dict) -> str:
+    rows = ["| finder | pages | lines | P | R | F1 | split | merge | kind acc. |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in result["finders"].items():
+        for g, s in r["groups"].items():
+            rows.append(f"| {name} | {g} ({s['pages']}) | {s['truth']} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} "
+                        f"| {100 * s['split_rate']:.1f} % | {100 * s['merge_rate']:.1f} % | {s['kind_accuracy']:.3f} |")
+    rows += ["", "| finder | cheque + prescription fields as one line | CPU ms / page (as composed) | CPU ms 1700x2200 median (min) |",
+             "|---|---|---|---|"]
+    for name, r in result["finders"].items():
+        f = f"{100 * r['fields_one_line']:.1f} % of {r['fields']}" if r["fields_one_line"] is not None else "-"
+        t = f"{r['cpu_ms_1700x2200_median']:.0f} ({r['cpu_ms_1700x2200_min']:.0f})" if r["cpu_ms_1700x2200_median"] else "-"
+        rows.append(f"| {name} | {f} | {r['cpu_ms_per_page']:.0f} | {t} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    from htr_ray.layout.finder import DEFAULT_LINE_FINDER
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model", default=DEFAULT_LINE_FINDER, help="learned line finder checkpoint ('' to skip)")
+    ap.add_argument("--pages", type=int, default=12, help="pages per kind")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--groups", default=",".join(GROUPS), help="page groups: " + ", ".join(GROUPS))
+    ap.add_argument("--with-filter", action="store_true", help="also the OpenCV segmenter + printed-text filter")
+    ap.add_argument("--timing-pages", type=int, default=3, help="composed real pages resized to 1700x2200 for timing")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args(argv)
+    args.groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    t0 = time.time()
+    result = run(args)
+    result["command"] = "python bench/layout.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result["seconds"] = round(time.time() - t0, 1)
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(table(result))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
