@@ -201,7 +201,8 @@ def maps_to_lines(prob: np.ndarray, opts: FinderOptions | None = None) -> list[d
         mask[yy - y0 + 1, xx - x0 + 1] = 1
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         if contours:
-            c = max(contours, key=cv2.contourArea)
+            # a line joined across a word gap has several pieces: their hull is its outline
+            c = max(contours, key=cv2.contourArea) if len(contours) == 1 else cv2.convexHull(np.vstack(contours))
             c = cv2.approxPolyDP(c, 1.0, True).reshape(-1, 2).astype(np.float32) + (x0 - 1, y0 - 1)
             # pixel centres -> the outline of the pixels
             cx, cy = c[:, 0].mean(), c[:, 1].mean()

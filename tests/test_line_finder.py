@@ -1,0 +1,143 @@
+"""The learned line finder: post-processing on drawn maps, the composed pages it learns from, and the
+shipped model on a few held-out pages (speed is measured by bench/layout.py, not here)."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from htr_ray.evaluation.line_finding import score_page, summarise
+from htr_ray.layout import finder
+from htr_ray.layout.base import PRINTED, HANDWRITTEN, points_to_input
+
+
+def _maps(h, w, lines):
+    """(3, h, w) probability maps with one line per (x0, x1, baseline_y, xheight, printed, slope)."""
+    m = np.zeros((3, h, w), np.float32)
+    for x0, x1, yb, xh, printed, slope in lines:
+        y0b, y1b = yb + slope * (x0 - x0), yb + slope * (x1 - x0)
+        core = np.float32([[x0, y0b - xh], [x1, y1b - xh], [x1, y1b], [x0, y0b]])
+        ext = np.float32([[x0, y0b - 2 * xh], [x1, y1b - 2 * xh], [x1, y1b + xh], [x0, y0b + xh]])
+        cv2.fillPoly(m[1], [np.round(ext).astype(np.int32)], 1.0)
+        if printed:
+            cv2.fillPoly(m[2], [np.round(ext).astype(np.int32)], 1.0)
+        cv2.fillPoly(m[0], [np.round(core).astype(np.int32)], 1.0)
+    return m
+
+
+class MapFinder(finder.LearnedLineFinder):
+    """The finder with its net replaced by given maps: tests the post-processing alone."""
+
+    def __init__(self, maps, options=None):
+        self.maps, self.scale, self.threads = maps, 0.25, None
+        self.options = options or finder.FinderOptions()
+
+    def predict(self, gray):
+        return self.maps
+
+
+def test_maps_to_lines_rows_fields_and_joins():
+    # row 1: a printed label, then a handwritten field broken in two words (gap 3 px < 1.5 x-heights)
+    # row 2: one handwritten line; row 3: a printed line far right, a handwritten one at the left
+    m = _maps(120, 200, [(10, 30, 20, 4, True, 0), (40, 90, 20, 4, False, 0), (93, 150, 20, 4, False, 0),
+                         (10, 180, 45, 5, False, 0),
+                         (120, 190, 80, 4, True, 0), (10, 70, 80, 4, False, 0)])
+    lay = MapFinder(m).find(np.full((480, 800), 255, np.uint8))
+    assert lay.angle == 0.0
+    kinds = [ln.kind for ln in lay.lines]
+    assert kinds == [PRINTED, HANDWRITTEN, HANDWRITTEN, HANDWRITTEN, PRINTED]
+    field = lay.lines[1].box
+    assert field[0] <= 40 * 4 and field[2] >= 150 * 4 - 4  # the two words of the field are one line
+    assert lay.lines[0].box[2] < field[0] + 8  # the label stays its own line
+    # baseline at the bottom of the body, in page pixels
+    (bx0, by0), (bx1, by1) = lay.lines[2].baseline
+    assert abs(by0 - 45 * 4) <= 6 and abs(by1 - 45 * 4) <= 6 and bx0 < bx1
+    # boxes cover ascenders and descenders (extent), not only the x-height band
+    x0, y0, x1, y1 = lay.lines[2].box
+    assert y0 <= (45 - 9) * 4 and y1 >= (45 + 4) * 4
+
+
+def test_close_lines_stay_apart_and_far_fields_do_not_join():
+    # pitch 2 x-heights: the extents touch, the bodies do not
+    m = _maps(100, 200, [(10, 190, 20 + 10 * k, 5, False, 0) for k in range(6)]
+              + [(10, 60, 90, 4, False, 0), (140, 190, 90, 4, False, 0)])
+    lay = MapFinder(m).find(np.full((400, 800), 255, np.uint8))
+    assert len(lay.lines) == 8
+    ys = [ln.baseline[0][1] for ln in lay.lines]
+    assert ys == sorted(ys)  # top to bottom; the two far fields on the last row left to right
+    assert lay.lines[-2].box[0] < lay.lines[-1].box[0]
+
+
+def test_tilted_page_is_deskewed():
+    slope = math.tan(math.radians(2.0))
+    m = _maps(150, 200, [(10, 190, 30 + 20 * k, 4, False, slope) for k in range(5)])
+    gray = np.full((600, 800), 230, np.uint8)
+    lay = MapFinder(m).find(gray)
+    assert abs(lay.angle - 2.0) < 0.5
+    assert lay.page.shape == gray.shape
+    assert len(lay.lines) == 5
+    for ln in lay.lines:  # baselines level on the deskewed page
+        assert abs(ln.baseline[0][1] - ln.baseline[1][1]) <= 6
+
+
+def test_empty_and_speck_maps_give_no_lines():
+    m = np.zeros((3, 50, 60), np.float32)
+    m[0, 10:12, 10:12] = 1.0  # a 4-pixel speck
+    m[1, 8:14, 8:14] = 1.0
+    lay = MapFinder(m).find(np.full((200, 240), 255, np.uint8))
+    assert lay.lines == []
+    assert finder.maps_to_lines(np.zeros((3, 20, 20), np.float32)) == []
+
+
+def test_scores_split_and_merge():
+    truth = [[0, 0, 100, 20], [0, 30, 100, 50]]
+    assert summarise([score_page(truth, truth)])["f1"] == 1.0
+    split = score_page(truth, [[0, 0, 48, 20], [52, 0, 100, 20], [0, 30, 100, 50]])
+    assert split["split"] == 1 and split["merged"] == 0
+    merged = score_page(truth, [[0, 0, 100, 50]])
+    assert merged["merged"] == 2 and merged["tp"] == 0
+
+
+def test_composed_pages_are_deterministic_and_know_their_lines():
+    from htr_ray.data.synth.layout_pages import compose_page
+
+    a = compose_page(3, "test", "generated")
+    b = compose_page(3, "test", "generated")
+    assert np.array_equal(a.image, b.image) and a.lines == b.lines
+    hand = [ln for ln in a.lines if ln["kind"] == HANDWRITTEN]
+    assert hand and any(ln["kind"] == PRINTED for ln in a.lines)
+    assert a.handwritten_text == "\n".join(ln["text"] for ln in hand)
+    h, w = a.image.shape
+    for ln in a.lines:
+        x0, y0, x1, y1 = ln["bbox"]
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        assert len(ln["polygon"]) == 4 and len(ln["core"]) == 4 and len(ln["baseline"]) == 2
+    assert compose_page(0, "test", "blank").lines == []
+    assert {ln["kind"] for ln in compose_page(0, "test", "empty_form").lines} == {PRINTED}
+    real = compose_page(0, "test", "iam_plain")
+    assert len(real.lines) >= 5 and all(ln["source"] for ln in real.lines)
+
+
+shipped = pytest.mark.skipif(not os.path.exists(os.path.join(finder.DEFAULT_LINE_FINDER, "model.json")),
+                             reason="models/line_finder is not shipped")
+
+
+@shipped
+def test_shipped_finder_on_held_out_pages():
+    from htr_ray.data.synth.layout_pages import compose_page
+
+    f = finder.load_line_finder()
+    assert f.name == "learned"
+    page = compose_page(0, "test", "iam_ruled")
+    lay = f.find(page.image)
+    h, w = page.image.shape
+    found = [points_to_input(ln.outline(), lay.angle, (w, h)) for ln in lay.lines]
+    s = summarise([score_page([ln["polygon"] for ln in page.lines], found)])
+    assert s["recall"] >= 0.8 and s["precision"] >= 0.8, s
+    assert f.find(compose_page(1, "test", "blank").image).lines == []
+    printed = f.find(compose_page(2, "test", "empty_form").image).lines
+    assert printed and sum(ln.kind == PRINTED for ln in printed) >= 0.8 * len(printed)
