@@ -70,7 +70,8 @@ class TranscribeConfig:
                                               help="how lines are read")
     workers: int = config.field(None, help="recogniser actors, one thread each (default: one per CPU of the cluster)")
     gpus_per_worker: float = config.field(0.0, help="GPUs per recogniser actor (0 = CPU)")
-    lines_per_batch: int = config.field(64, help="lines per actor call (they come from several pages)")
+    lines_per_batch: int = config.field(64, help="GPU actors: lines per actor call (from several pages); CPU actors "
+                                                 "read the lines of one block's pages per call")
     objects_per_block: int = config.field(4, help="input objects per Ray Data block (the pages whose lines share batches)")
     line_finder: str = config.field("auto", help="auto (the learned finder if shipped, else opencv), learned, "
                                                  "learned:<uri> or opencv")
@@ -357,7 +358,9 @@ def _execute(cfg: TranscribeConfig, todo: list[str], summary: Summary, formats: 
             else ray.data.ActorPoolStrategy(size=summary.workers))
     ds = ds.map_batches(
         RecognizerActor, fn_constructor_kwargs={"spec": spec.as_dict(), "threads": spec.threads or 1},
-        batch_size=max(1, int(cfg.lines_per_batch)), batch_format="pyarrow", compute=pool,
+        # fused on CPU, a batch size would also size the task's *input* (URIs) and put them all into one
+        # task; without one, a task is one block and its batch is the lines of the block's pages
+        batch_size=max(1, int(cfg.lines_per_batch)) if gpu else None, batch_format="pyarrow", compute=pool,
         **({"num_gpus": cfg.gpus_per_worker} if gpu else {"num_cpus": 1}),
     )
     assembler = PageAssembler(cfg.recognizer.model)
