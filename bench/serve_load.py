@@ -1,12 +1,20 @@
 """Closed-loop HTTP load on the Serve endpoint with real handwritten line images.
 
-    .venv/bin/python bench/serve_load.py [--seconds 20] [--concurrency 1 8 32] [--model URI]
+    .venv/bin/python bench/serve_load.py [--seconds 20] [--concurrency 1 8 32] [--replicas 1]
+                                         [--batch-wait S] [--threads N] [--json PATH]
 
-For batching on (max_batch_size 16; lines padded to a width bucket of 32 px, and of 8 px, the finer
-bucket letting fewer lines share a batch) and off (max_batch_size 1): at each concurrency, that many
-clients each send POST /v1/recognize, wait for the answer and send the next, for --seconds. Prints
-requests/s and p50/p95/p99 latency, and the latency of the same images through the recognizer
-called directly in this process (what Serve adds is the difference). Writes JSON.
+The app is the one serve_config.yaml describes (htr_ray.distributed.serve.make_app reads it), run
+twice: batching as configured, and batching off (max_batch_size 1). At each concurrency, that many
+clients each POST /v1/recognize with a held-out IAM-OnDB line (test-split forms), wait for the
+answer and send the next, for --seconds. Per run: requests/s, client latency p50/p95/p99, the time
+the replica itself spent on the request (the answer's "seconds": decode + batch wait + model + JSON),
+the mean model batch, and the peak RSS (VmHWM) of the Recognizer and Pages replicas. The same lines
+through the recognizer called directly in this process give the model's own time: what Serve adds is
+the difference. Prints a table and writes JSON.
+
+--replicas pins the Recognizer's replica count (autoscaling off) so that runs compare like with like;
+--batch-wait and --threads override the config's batch_wait_timeout_s and the recognizer's torch
+threads, to measure what each setting buys.
 """
 
 from __future__ import annotations
@@ -27,22 +35,22 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-from htr_ray.data import labels
+from htr_ray import paths  # noqa: E402
+from htr_ray.data import labels  # noqa: E402
 from htr_ray.io import images, storage  # noqa: E402
-from htr_ray.distributed.transcribe import DEFAULT_LINE_MODEL  # noqa: E402
+from htr_ray.recognition.spec import DEFAULT_LINE_MODEL, RecognizerSpec  # noqa: E402
 
 
-def held_out_lines(data_dir: Path, n: int) -> list[bytes]:
+def held_out_lines(data_dir: str, n: int) -> list[bytes]:
     """PNG bytes of IAM-OnDB lines from held-out (test-split) forms."""
-    out = []
-    for row in labels.read_rows(str(data_dir), split="test")[:n]:
-        out.append(storage.read_bytes(row.image_uri()))
-    return out
+    rows = labels.read_rows(data_dir, split="test")[:n]
+    return [storage.read_bytes(r.image_uri()) for r in rows]
 
 
 def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
     deadline = time.time() + seconds
     latencies: list[float] = []
+    server: list[float] = []
     errors = 0
 
     def client(k: int):
@@ -53,7 +61,10 @@ def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float)
             t = time.perf_counter()
             r = session.post(url, data=bodies[i % len(bodies)], headers={"Content-Type": "image/png"}, timeout=120)
             latencies.append(time.perf_counter() - t)
-            errors += r.status_code != 200
+            if r.status_code == 200:
+                server.append(r.json()["seconds"])
+            else:
+                errors += 1
             i += concurrency
 
     started = time.time()
@@ -63,18 +74,18 @@ def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float)
     lat = np.array(latencies) * 1000
     return {"concurrency": concurrency, "requests": len(lat), "errors": errors, "rps": round(len(lat) / elapsed, 2),
             "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
-            "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+            "p99_ms": round(float(np.percentile(lat, 99)), 1),
+            "replica_p50_ms": round(float(np.percentile(np.array(server) * 1000, 50)), 1) if server else None}
 
 
-def mean_batch_since(url: str, seen: dict[int, int]) -> float:
-    """Mean model batch size since the last call, from the batch-size counts of the replica that answers
-    /v1/stats (if autoscaling started a second one, of one of them); updates ``seen``."""
-    now = {int(k): v for k, v in requests.get(url.replace("/v1/recognize", "/v1/stats"), timeout=30)
-           .json()["batch_sizes"].items()}
-    delta = {k: v - seen.get(k, 0) for k, v in now.items() if v > seen.get(k, 0)}
-    seen.clear()
-    seen.update(now)
-    return sum(k * v for k, v in delta.items()) / max(1, sum(delta.values()))
+def stats(base: str) -> dict:
+    return requests.get(f"{base}/v1/stats", timeout=60).json()
+
+
+def mean_batch_since(before: dict, after: dict) -> float:
+    """Mean model batch between two batch-size counts of the (one) Recognizer replica."""
+    delta = {int(k): v - before.get(k, 0) for k, v in after.items() if v > before.get(k, 0)}
+    return round(sum(k * v for k, v in delta.items()) / max(1, sum(delta.values())), 2)
 
 
 def main() -> int:
@@ -82,55 +93,76 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--model", default=DEFAULT_LINE_MODEL)
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "iam_ondb_lines"))
+    ap.add_argument("--replicas", type=int, default=1, help="Recognizer replicas (autoscaling off); 0: as configured")
+    ap.add_argument("--batch-wait", type=float, default=None, help="override batch_wait_timeout_s of serve_config.yaml")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the recognizer (default: Ray's, 1 a CPU)")
+    ap.add_argument("--modes", nargs="+", default=["on", "off"], choices=["on", "off"])
+    ap.add_argument("--data", default=str(paths.shared_data() / "iam_ondb_lines"))
     ap.add_argument("--json", default=str(REPO / "work" / "bench" / "serve_load.json"))
     args = ap.parse_args()
 
-    bodies = held_out_lines(Path(args.data), 64)
-    from htr_ray.recognition.recognizer import Recognizer
-
-    rec = Recognizer.from_uri(args.model)
+    bodies = held_out_lines(args.data, 64)
+    spec = RecognizerSpec(model=args.model, threads=args.threads)
+    rec = spec.build()
     grays = [images.decode_gray(b) for b in bodies]
     rec.recognize(grays[:2])
     t = time.perf_counter()
     for g in grays:
         rec.recognize([g])
     direct_ms = (time.perf_counter() - t) / len(grays) * 1000
+    del rec
 
-    import ray
     from ray import serve
 
-    from htr_ray.distributed.serve import build_app
+    from htr_ray.distributed.runtime import ensure_ray
+    from htr_ray.distributed.serve import config_deployments, make_app
 
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    ensure_ray(log_to_driver=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}/v1/recognize"
+    base = f"http://127.0.0.1:{port}"
+    configured = config_deployments()["Recognizer"]["user_config"]
+    load = os.getloadavg()[0]
     results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-               "model": args.model, "direct_recognizer_ms_per_line": round(direct_ms, 1), "runs": []}
-    modes = (("batching on, width bucket 32", 16, 32), ("batching on, width bucket 8", 16, 8),
-             ("batching off (max_batch_size 1)", 1, 32))
-    for label, batch, bucket in modes:
-        serve.run(build_app({"model": args.model, "max_batch_size": batch, "batch_wait_timeout_s": 0.01,
-                             "width_bucket": bucket}),
+               "load_average_at_start": round(load, 1), "model": args.model, "replicas": args.replicas,
+               "direct_recognizer_ms_per_line": round(direct_ms, 1), "serve_config_user_config": configured,
+               "runs": []}
+    print(f"load average at start {load:.1f}; recognizer directly, one line at a time: {direct_ms:.1f} ms per line")
+    for mode in args.modes:
+        user_config = dict(configured)
+        if args.batch_wait is not None:
+            user_config["batch_wait_timeout_s"] = args.batch_wait
+        if mode == "off":
+            user_config["max_batch_size"] = 1
+        overrides = {"Recognizer": {"user_config": user_config}}
+        if args.replicas:
+            overrides["Recognizer"].update(num_replicas=args.replicas, autoscaling_config=None)
+        label = (f"batching on (max_batch_size {user_config['max_batch_size']}, "
+                 f"wait {user_config['batch_wait_timeout_s'] * 1000:g} ms)" if mode == "on"
+                 else "batching off (max_batch_size 1)")
+        serve.run(make_app({"recognizer": {"model": args.model, "threads": args.threads}}, overrides=overrides),
                   name="htr", route_prefix="/")
-        closed_loop(url, bodies, 2, 3)  # warm-up
-        seen: dict[int, int] = {}
-        mean_batch_since(url, seen)  # count from here: not the warm-up's batches
+        closed_loop(f"{base}/v1/recognize", bodies, 2, 3)  # warm-up
         for c in args.concurrency:
-            r = closed_loop(url, bodies, c, args.seconds)
-            r["mode"] = label
-            r["mean_batch"] = mean_batch_since(url, seen)
+            before = stats(base)["recognizer"]["batch_sizes"]
+            r = closed_loop(f"{base}/v1/recognize", bodies, c, args.seconds)
+            after = stats(base)
+            r.update(mode=label, mean_batch=mean_batch_since(before, after["recognizer"]["batch_sizes"]),
+                     recognizer_peak_rss_mb=after["recognizer"].get("peak_rss_mb"),
+                     pages_peak_rss_mb=after["pages"].get("peak_rss_mb"),
+                     recognizer_memory={k: v for k, v in after["recognizer"].items() if k.endswith("_mb")},
+                     pages_memory={k: v for k, v in after["pages"].items() if k.endswith("_mb")},
+                     torch_threads=after["recognizer"]["torch_threads"])
             results["runs"].append(r)
-            print(f"{label:<34} c={c:<3} {r['rps']:>7.1f} req/s  p50 {r['p50_ms']:>7.1f} ms  "
-                  f"p95 {r['p95_ms']:>7.1f} ms  p99 {r['p99_ms']:>7.1f} ms  mean batch {r['mean_batch']:>5.1f}  "
-                  f"errors {r['errors']}")
+            print(f"{label:<44} c={c:<3} {r['rps']:>7.1f} req/s  p50 {r['p50_ms']:>7.1f} ms  "
+                  f"p95 {r['p95_ms']:>7.1f} ms  p99 {r['p99_ms']:>7.1f} ms  replica p50 {r['replica_p50_ms']:>6.1f} ms  "
+                  f"batch {r['mean_batch']:>5.1f}  errors {r['errors']}  "
+                  f"peak RSS recognizer {r['recognizer_peak_rss_mb']} MB, pages {r['pages_peak_rss_mb']} MB")
+            print(f"    memory (MB) recognizer {r['recognizer_memory']}  pages {r['pages_memory']}")
         serve.delete("htr")
     serve.shutdown()
-    ray.shutdown()
-    print(f"recognizer called directly, one line at a time: {direct_ms:.1f} ms per line")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.json}")

@@ -106,15 +106,20 @@ def _overloaded(what: str) -> ApiError:
 
 
 def process_memory() -> dict:
-    """Peak and current resident memory of this process (MB), from /proc (Linux)."""
+    """Memory of this process (MB), from /proc (Linux): peak and current RSS, current RSS split into
+    private (anonymous), file-backed (shared libraries, shared with other processes) and shared memory
+    (Ray's object store), and PSS (shared pages divided among the processes that map them)."""
+    names = {"VmHWM": "peak_rss_mb", "VmRSS": "rss_mb", "RssAnon": "anon_mb", "RssFile": "file_mb",
+             "RssShmem": "shmem_mb", "Pss": "pss_mb"}
     out = {}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmHWM", "VmRSS"):
-                out[{"VmHWM": "peak_rss_mb", "VmRSS": "rss_mb"}[key]] = round(int(value.split()[0]) / 1024, 1)
-    except OSError:
-        pass
+    for source in ("/proc/self/status", "/proc/self/smaps_rollup"):
+        try:
+            for line in Path(source).read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in names and value.strip().endswith("kB"):
+                    out[names[key]] = round(int(value.split()[0]) / 1024, 1)
+        except OSError:
+            pass
     return out
 
 
