@@ -177,7 +177,7 @@ def two_nodes(s3_server):
                               "--dashboard-port", str(dash_port), "--resources", json.dumps({"htr_head": 1})])
         cluster = TwoNodeCluster(tmp, env, f"http://127.0.0.1:{dash_port}", "", "")
         assert wait_alive(cluster, 1, head) is not None, f"the head did not start:\n{logs()}"
-        for attempt in range(3):
+        for attempt in range(5):  # Ray gives a starting raylet 30 s to register: a loaded machine can miss it
             # a temp dir (session folder, logs, unpacked working dirs) of its own, as on its own machine
             worker = start("worker", ["--address", f"127.0.0.1:{gcs_port}", "--temp-dir", str(tmp / f"rayw{attempt}"),
                                       "--resources", json.dumps({"htr_worker": 1})])
@@ -186,7 +186,7 @@ def two_nodes(s3_server):
                 break
             assert head.poll() is None, f"the head died:\n{logs()}"
         else:
-            pytest.fail(f"the worker node did not start in 3 attempts:\n{logs()}")
+            pytest.fail(f"the worker node did not start in 5 attempts:\n{logs()}")
         cluster.head_id = next(nd["node_id"] for nd in alive if nd["is_head_node"])
         cluster.worker_id = next(nd["node_id"] for nd in alive if not nd["is_head_node"])
         yield cluster
