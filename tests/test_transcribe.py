@@ -246,3 +246,14 @@ def test_formats_written_per_page_once_per_rerun(ray_local, tmp_path, generated_
                 assert f.read_bytes() == formats.render(PageResult.from_row(r), fmt)
     with pytest.raises(ValueError):
         transcribe.run(transcribe.TranscribeConfig(input=str(scans), output=str(out), formats="pdf"))
+
+
+def test_line_finder_by_name():
+    from htr_ray.layout.opencv import OpenCVLineFinder
+    from htr_ray.pages.reader import learned_finder_uri, load_line_finder
+
+    assert isinstance(load_line_finder("opencv"), OpenCVLineFinder)
+    assert load_line_finder("opencv", DEFAULT_FILTER).printed_filter is not None
+    assert load_line_finder("auto").name == ("learned" if learned_finder_uri() else "opencv")
+    with pytest.raises(ValueError):
+        load_line_finder("tesseract")
