@@ -12,6 +12,10 @@ machine does not inflate the figures, as wall time would):
 - recognize: the recogniser on the crops of ``--pages-per-call`` pages at once (batched as the actor does);
 - assemble: ``PageReader.assemble`` -> PageResult; serialise: ``PageResult.to_row`` into Arrow.
 
+And the driver's write path, which one Python thread runs for the whole cluster: ``PartWriter`` (JSONL +
+Parquet part files) on the rows, without and with ``--formats alto,page,hocr`` (files written to a
+local folder here, so this is CPU only: on S3 each per-page file is also one sequential PUT).
+
 Also the bytes each page moves: the scan (an S3 GET), the crops (what crosses Ray's object store
 between the prepare tasks and the recogniser actors) against the whole decoded page; and the
 recogniser's forward FLOPs per line (torch backend, FlopCounterMode + the LSTM's products), the
@@ -74,6 +78,28 @@ def flops_per_line(spec, crops: list[np.ndarray]) -> float | None:
     return total / max(len(crops), 1)
 
 
+def driver_write_cost(rows: list[dict], repeats: int = 3) -> dict:
+    """CPU ms per page of the driver's PartWriter (JSONL + Parquet), without and with page files."""
+    from htr_ray.distributed.transcribe import PartWriter, parse_formats
+
+    out = {}
+    for label, formats in (("parts", None), ("parts + alto,page,hocr", "alto,page,hocr")):
+        try:
+            fmts = parse_formats(formats)
+        except ValueError as exc:
+            out[label] = f"n/a ({exc})"
+            continue
+        folder = tempfile.mkdtemp(prefix="htr-driver-write-")
+        t = time.thread_time()
+        for r in range(repeats):
+            writer = PartWriter(folder, f"bench{r}", fmts)
+            for row in rows:
+                writer.add(dict(row))
+            writer.flush()
+        out[label] = round(1000 * (time.thread_time() - t) / (repeats * max(len(rows), 1)), 2)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=12)
@@ -101,11 +127,17 @@ def main() -> int:
     spec = cfg.recognizer
     reader = PageReader(cfg.line_finder, _filter_uri(cfg.printed_filter))
     recognizer = spec.build()
-    reader.finder  # load it outside the clock
+    # one page through every stage outside the clock: lazy initialisation (the finder's model, the first
+    # model call, pyarrow's first conversion with this schema: about half a second) is not per-page cost
+    (warm,) = images.decode_pages((work / "pages" / manifest[0]["file"]).read_bytes())
+    warm_page = reader.prepare_gray(warm, "warm-up")
+    warm_row = reader.assemble(warm_page, recognizer.recognize(warm_page.crops)).to_row()
+    pa.Table.from_pylist([warm_row], schema=RESULT_SCHEMA)
 
     cost = {k: 0.0 for k in ("decode", "find_lines", "recognize", "assemble", "serialise")}
     scan_bytes = page_bytes = crop_bytes = lines = 0
     all_crops: list[np.ndarray] = []
+    all_rows: list[dict] = []
     for start in range(0, len(manifest), args.pages_per_call):
         group = manifest[start:start + args.pages_per_call]
         prepared = []
@@ -138,11 +170,13 @@ def main() -> int:
             rows.append(r.to_row())
             cost["serialise"] += time.thread_time() - t
             k += n
+        all_rows.extend(rows)
         t = time.thread_time()
         pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
         cost["serialise"] += time.thread_time() - t
 
     n = len(manifest)
+    driver = driver_write_cost(all_rows)
     flops = flops_per_line(spec, all_crops[:24])
     per_page = {k: round(1000 * v / n, 1) for k, v in cost.items()}
     total_ms = sum(cost.values()) * 1000 / n
@@ -154,7 +188,8 @@ def main() -> int:
            "pages_per_core_second": round(1000 / total_ms, 3),
            "recognize_cpu_ms_per_line": round(1000 * cost["recognize"] / max(lines, 1), 2),
            "bytes_per_page": {"scan": scan_bytes // n, "decoded_page": page_bytes // n, "crops": crop_bytes // n},
-           "model_mflops_per_line": round(flops / 1e6, 1) if flops else None}
+           "model_mflops_per_line": round(flops / 1e6, 1) if flops else None,
+           "driver_write_cpu_ms_per_page": driver}
     print(f"{n} pages ({lines} lines, {lines / n:.1f} per page), one thread, line finder {reader.finder_name}, "
           f"recogniser backend {spec.backend} {spec.quantize or ''}; CPU ms per page by stage:")
     print("| stage | CPU ms / page |")
@@ -165,6 +200,7 @@ def main() -> int:
     print(f"-> {1000 / total_ms:.2f} pages per core-second; recognise {out['recognize_cpu_ms_per_line']} ms per line; "
           f"bytes per page: scan {out['bytes_per_page']['scan']:,}, page {out['bytes_per_page']['decoded_page']:,}, "
           f"crops {out['bytes_per_page']['crops']:,}; model {out['model_mflops_per_line']} MFLOP per line")
+    print("driver write path, CPU ms per page: " + ", ".join(f"{k} {v}" for k, v in driver.items()))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.json}")
