@@ -141,3 +141,10 @@ def test_shipped_finder_on_held_out_pages():
     assert f.find(compose_page(1, "test", "blank").image).lines == []
     printed = f.find(compose_page(2, "test", "empty_form").image).lines
     assert printed and sum(ln.kind == PRINTED for ln in printed) >= 0.8 * len(printed)
+
+
+def test_label_fused_to_its_field_is_cut_where_the_printed_map_changes():
+    m = _maps(60, 200, [(10, 150, 30, 4, False, 0)])
+    m[2, 20:36, 10:40] = 1.0  # the first 30 columns of the one body component are print
+    lines = finder.maps_to_lines(m)
+    assert sorted((ln["kind"], round(ln["box"][0])) for ln in lines) == [(HANDWRITTEN, 40), (PRINTED, 10)]

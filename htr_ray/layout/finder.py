@@ -5,6 +5,7 @@ x-height *body* of every line, the line's whole *extent* and whether it is *prin
 (:func:`maps_to_lines`, OpenCV and numpy on the small maps) turns them into lines:
 
 1. connected components of the thresholded body map are line seeds; seeds too small or too faint go;
+   a component whose printed map changes along it (a label fused to its field) is cut where it changes;
 2. seeds on one row with a gap of at most about one x-height, and of the same kind, join (a line
    broken between two words); a printed label beside a handwritten field stays its own line;
 3. each pixel of the extent map goes to its nearest seed (a distance transform with labels): the line
@@ -99,6 +100,7 @@ def _seeds(prob: np.ndarray, opts: FinderOptions) -> tuple[np.ndarray, list[_See
     bounds = np.searchsorted(ls, np.arange(1, n + 1))
     bp, pp = prob[0][ys, xs], prob[2][ys, xs]
     seeds = []
+    next_label = n
     for k in range(1, n):
         s, e = bounds[k - 1], bounds[k]
         area = e - s
@@ -108,10 +110,45 @@ def _seeds(prob: np.ndarray, opts: FinderOptions) -> tuple[np.ndarray, list[_See
         if score < opts.min_score:
             continue
         x0, y0, w, h = stats[k, :4]
-        a, b = _fit_baseline(xs[s:e], ys[s:e])
         height = max(1.0, area / max(1, w))
-        seeds.append(_Seed([k], int(x0), int(x0 + w), a, b, height, float(pp[s:e].mean()), score))
+        parts = _kind_runs(xs[s:e] - x0, pp[s:e], int(w), height, opts.printed_threshold)
+        for j, (c0, c1) in enumerate(parts):
+            sel = slice(s, e) if len(parts) == 1 else np.flatnonzero((xs[s:e] >= x0 + c0) & (xs[s:e] < x0 + c1)) + s
+            px, py = xs[sel], ys[sel]
+            if px.size < opts.min_area:
+                continue
+            label = k
+            if j > 0:  # a printed label fused to its handwritten field: its own seed
+                label = next_label
+                next_label += 1
+                lab[py, px] = label
+            a, b = _fit_baseline(px, py)
+            seeds.append(_Seed([label], int(px.min()), int(px.max()) + 1, a, b, max(1.0, px.size / max(1, px.max() - px.min() + 1)),
+                               float(pp[sel].mean()), float(bp[sel].mean())))
     return lab, seeds
+
+
+def _kind_runs(cols: np.ndarray, printed: np.ndarray, width: int, height: float, threshold: float) -> list[tuple[int, int]]:
+    """Column ranges of one body component that are of one kind (printed or handwritten), each at least
+    two x-heights wide; the whole component when it is of one kind."""
+    cnt = np.bincount(cols, minlength=width)
+    pm = np.bincount(cols, weights=printed, minlength=width) / np.maximum(cnt, 1)
+    kind = pm > threshold
+    if kind.all() or not kind.any():
+        return [(0, width)]
+    edges = np.flatnonzero(np.diff(kind.astype(np.int8))) + 1
+    runs = list(zip(np.r_[0, edges], np.r_[edges, width]))
+    min_w = max(3, int(2 * height))
+    # runs too short to be a line of their own go to their left neighbour (or take the next one in)
+    out: list[list[int]] = []
+    for a, b in ((int(a), int(b)) for a, b in runs):
+        if out and b - a < min_w:
+            out[-1][1] = b
+        elif out and out[-1][1] - out[-1][0] < min_w:
+            out[-1][1] = b
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
 
 
 def _join(seeds: list[_Seed], opts: FinderOptions) -> list[_Seed]:
