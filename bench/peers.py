@@ -26,7 +26,7 @@ made one space, summed over pages and divided by the truth's characters. Whateve
 beyond the handwriting (printed form labels it reads) counts as insertions: the task is the handwriting.
 
 Memory: peak RSS (``VmHWM``) of the htr-ray driver, of each recogniser actor (sampled from /proc while the
-job runs), of each Tesseract process (``wait4``) and of each RapidOCR worker process.
+job runs), of each Tesseract process (GNU ``time -f %M``) and of each RapidOCR worker process.
 
 Peers are for this benchmark only (CI does not need them). Install them with
     apt-get install tesseract-ocr
@@ -191,17 +191,17 @@ def run_tesseract(folder: Path, files: list[str], procs: int = 2) -> dict:
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     peaks: list[float] = []
 
+    timer = shutil.which("time") or "/usr/bin/time"
+
     def one(name: str) -> str:
-        p = subprocess.Popen(["tesseract", str(folder / name), "stdout", "--psm", "3", "-l", "eng"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        out = p.stdout.read()
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        p.stdout.close()
-        peaks.append(usage.ru_maxrss / 1024)
+        # GNU time reports the peak RSS of tesseract itself: wait4 from this (large) process would
+        # report ours, which a forked child inherits as its high-water mark until it execs
+        p = subprocess.run([timer, "-f", "maxrss_kb=%M", "tesseract", str(folder / name), "stdout", "--psm", "3",
+                            "-l", "eng"], env=env, capture_output=True)
         if p.returncode != 0:
-            raise RuntimeError(f"tesseract failed on {name} (exit {p.returncode})")
-        return out.decode("utf-8", errors="replace")
+            raise RuntimeError(f"tesseract failed on {name} (exit {p.returncode}): {p.stderr[-300:]!r}")
+        peaks.extend(int(m) / 1024 for m in re.findall(rb"maxrss_kb=(\d+)", p.stderr))
+        return p.stdout.decode("utf-8", errors="replace")
 
     started = time.perf_counter()
     with ThreadPoolExecutor(procs) as pool:
@@ -241,6 +241,7 @@ def run_rapidocr(folder: Path, files: list[str], procs: int = 2) -> dict:
 def run_htr(input_dir: Path, output_dir: Path, workers: int, flags: list[str]) -> dict:
     """The bulk job in a child process (the driver), its recogniser actors sampled from /proc."""
     stats = output_dir.parent / f"{output_dir.name}.driver.json"
+    shutil.rmtree(output_dir, ignore_errors=True)  # a rerun of the bench must not find its pages done
     cmd = [sys.executable, str(Path(__file__).resolve()), "--as-driver", str(stats), "--",
            "--input", str(input_dir), "--output", str(output_dir), "--workers", str(workers), *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -296,7 +297,6 @@ def stage_split(rows: list[dict], seconds: float, cores: int) -> dict:
 def as_driver(stats_path: str, job_args: list[str]) -> int:
     """Run ``jobs/transcribe.py`` in this process, then record its peak RSS: the driver's."""
     import importlib.util
-    import resource
 
     spec = importlib.util.spec_from_file_location("transcribe_job", REPO / "jobs" / "transcribe.py")
     job = importlib.util.module_from_spec(spec)
@@ -305,7 +305,8 @@ def as_driver(stats_path: str, job_args: list[str]) -> int:
     rc = job.main(job_args)
     Path(stats_path).write_text(json.dumps({
         "seconds": time.perf_counter() - started,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rc": rc}))
+        # VmHWM, not getrusage: ru_maxrss counts the parent's pages this process had before it exec'd
+        "peak_rss_mb": peak_rss_mb(os.getpid()), "rc": rc}))
     return int(rc or 0)
 
 
