@@ -1,10 +1,23 @@
-"""Training throughput: samples/s and epoch time of the line model for the single-process loop and
-for Ray Train with 1 and 2 CPU workers, on real IAM-OnDB lines.
+"""Training throughput: samples/s and epoch time of the line model, single process (the data path
+and model options compared in the same run) and optionally Ray Train with 1 and 2 CPU workers, on real
+IAM-OnDB lines.
 
-    python bench/train.py --lines 256 --epochs 2 --out work/bench_train.json
+    OMP_NUM_THREADS=1 python bench/train.py --lines 256 --epochs 2 --repeat 2 --out work/bench/train.json
+    python bench/train.py --workers 1 2 ...       # also Ray Train (starts a local Ray unless RAY_ADDRESS is set)
 
-Prints a table and writes JSON. Starts its own local Ray (``ray.init``) unless RAY_ADDRESS is set.
-The figures depend on what else runs on the machine: the JSON records the load average.
+Local configurations (``--configs``, default all of them), each a set of TrainConfig options:
+
+- ``before``: the loop as it was (decode + augment in 1 loader thread beside the model, 1 torch thread,
+  contiguous convolutions, batch 16);
+- ``procs``: decode + augment in 1 worker process;
+- ``procs+cl``: and channels-last convolutions;
+- ``after``: ``procs+cl`` with batch 32 (the ``--local`` defaults, less the batch size);
+- ``after-2t``: ``after`` with 2 torch threads.
+
+The configurations run interleaved (``--repeat`` rounds of all of them), so a change in the machine's
+load hits every configuration alike; the table shows the median of each configuration's last epochs
+(the first epoch of a run includes warm-up). The figures depend on what else runs on the machine: the
+JSON records the load average before and after.
 """
 
 from __future__ import annotations
@@ -12,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -19,7 +33,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from htr_ray.io import shards  # noqa: E402
-from htr_ray.training.loop import TrainConfig, fit, LocalContext, load_rows  # noqa: E402
+from htr_ray.training.loop import LocalContext, TrainConfig, fit, load_rows  # noqa: E402
+
+CONFIGS = {
+    "before": dict(loader_processes=0, loader_threads=1, channels_last=False, batch_size=16, threads=1),
+    "procs": dict(loader_processes=1, channels_last=False, batch_size=16, threads=1),
+    "procs+cl": dict(loader_processes=1, channels_last=True, batch_size=16, threads=1),
+    "after": dict(loader_processes=1, channels_last=True, batch_size=32, threads=1),
+    "after-2t": dict(loader_processes=1, channels_last=True, batch_size=32, threads=2),
+}
 
 
 def main(argv=None) -> int:
@@ -27,11 +49,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "iam_ondb_lines"))
     ap.add_argument("--model", default="crnn_small")
     ap.add_argument("--lines", type=int, default=256, help="training lines per epoch")
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per configuration (the first includes warm-up)")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray Train worker counts to measure")
-    ap.add_argument("--no-local", action="store_true", help="skip the single-process measurement")
-    ap.add_argument("--out", default="work/bench_train.json")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per run (the first includes warm-up and is not counted)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds over the configurations (interleaved)")
+    ap.add_argument("--configs", nargs="*", default=list(CONFIGS), help=f"local configurations ({', '.join(CONFIGS)})")
+    ap.add_argument("--batch-size", type=int, default=16, help="Ray Train runs: batch size per worker")
+    ap.add_argument("--workers", type=int, nargs="*", default=[], help="Ray Train worker counts to measure")
+    ap.add_argument("--out", default="work/bench/train.json")
     args = ap.parse_args(argv)
 
     tmp = tempfile.mkdtemp(prefix="bench-train-")
@@ -40,21 +63,25 @@ def main(argv=None) -> int:
     root = os.path.join(tmp, "data")
     shards.write_samples(root, [shards.Sample(id=r["id"], image=r["image"], text=r["text"], source="iam_ondb", split="train") for r in rows]
                          + [shards.Sample(id=r["id"], image=r["image"], text=r["text"], source="iam_ondb", split="val") for r in val])
-    base = dict(model=args.model, data=[root], epochs=args.epochs, batch_size=args.batch_size, threads=1,
-                loader_threads=1, test_split="", patience=100, max_failures=0, cpus_per_worker=1)
+    base = dict(model=args.model, data=[root], epochs=args.epochs, test_split="", patience=100, max_failures=0,
+                cpus_per_worker=1)
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict]] = {c: [] for c in args.configs}
+    for rnd in range(args.repeat):
+        for name in args.configs:
+            cfg = TrainConfig(**{**base, **CONFIGS[name]}, output=os.path.join(tmp, f"local-{name}-{rnd}"), local=True)
+            t = time.time()
+            s = fit(cfg, LocalContext(cfg))
+            for h in s["history"][1:] or s["history"]:
+                runs[name].append({"samples_per_s": h["samples_per_s"], "epoch_s": h["epoch_s"], "wall_s": time.time() - t,
+                                   "samples": h["samples"]})
+            print(f"round {rnd} {name}: {[round(h['samples_per_s'], 1) for h in s['history']]} samples/s by epoch", flush=True)
     results = []
-
-    def record(name, workers, history, wall):
-        last = history[-1]
-        results.append({"config": name, "workers": workers, "samples_per_s": round(last["samples_per_s"], 2),
-                        "epoch_s": round(last["epoch_s"], 1), "epochs": args.epochs, "wall_s": round(wall, 1),
-                        "lines_per_epoch": last["samples"]})
-
-    if not args.no_local:
-        cfg = TrainConfig(**base, output=os.path.join(tmp, "local"), local=True)
-        t = time.time()
-        s = fit(cfg, LocalContext(cfg))
-        record("local (1 process)", 1, s["history"], time.time() - t)
+    for name, rs in runs.items():
+        results.append({"config": name, "workers": 1, **CONFIGS[name],
+                        "samples_per_s": round(statistics.median(r["samples_per_s"] for r in rs), 2),
+                        "all_samples_per_s": [round(r["samples_per_s"], 2) for r in rs],
+                        "epoch_s": round(statistics.median(r["epoch_s"] for r in rs), 1), "lines_per_epoch": rs[0]["samples"]})
     if args.workers:
         import ray
 
@@ -64,18 +91,22 @@ def main(argv=None) -> int:
             ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
         for n in args.workers:
-            cfg = TrainConfig(**base, workers=n, storage_path=os.path.join(tmp, "ray"), name=f"bench-{n}")
+            cfg = TrainConfig(**base, batch_size=args.batch_size, threads=1, loader_threads=1, workers=n,
+                              storage_path=os.path.join(tmp, "ray"), name=f"bench-{n}")
             t = time.time()
             s = run_ray(cfg)
-            # the last reported epoch (the first one includes the workers' and Ray Data's start-up)
-            record(f"Ray Train, {n} worker(s)", n, [s["metrics"]], time.time() - t)
+            m = s["metrics"]  # the last reported epoch
+            results.append({"config": f"Ray Train, {n} worker(s)", "workers": n, "samples_per_s": round(m["samples_per_s"], 2),
+                            "epoch_s": round(m["epoch_s"], 1), "wall_s": round(time.time() - t, 1), "lines_per_epoch": m["samples"]})
     load = os.getloadavg()
-    print(f"\n{'configuration':<26}{'workers':>8}{'samples/s':>11}{'epoch s':>9}{'wall s':>8}")
+    print(f"\n{'configuration':<26}{'workers':>8}{'batch':>6}{'samples/s':>11}{'epoch s':>9}")
     for r in results:
-        print(f"{r['config']:<26}{r['workers']:>8}{r['samples_per_s']:>11.1f}{r['epoch_s']:>9.1f}{r['wall_s']:>8.1f}")
-    print(f"(load average during the run: {load[0]:.1f}; {os.cpu_count()} CPUs)")
-    out = {"model": args.model, "lines": args.lines, "batch_size": args.batch_size, "cpus": os.cpu_count(),
-           "loadavg": load, "results": results}
+        print(f"{r['config']:<26}{r['workers']:>8}{r.get('batch_size', args.batch_size):>6}{r['samples_per_s']:>11.1f}{r['epoch_s']:>9.1f}")
+    print(f"(load average before {load_before[0]:.1f}, after {load[0]:.1f}; {os.cpu_count()} CPUs)")
+    out = {"model": args.model, "lines": args.lines, "epochs": args.epochs, "repeat": args.repeat, "cpus": os.cpu_count(),
+           "loadavg_before": load_before, "loadavg_after": load, "results": results,
+           "command": "python bench/train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)

@@ -12,7 +12,7 @@ from htr_ray import config
 class TrainConfig:
     """Train a recognizer (CTC line model or character classifier) from sample shards."""
 
-    model: str = config.field("crnn_small", help="architecture from htr_ray.models (crnn_small, crnn_medium, crnn_large, char_cnn, char_cnn_hanzi)")
+    model: str = config.field("crnn_small", help="architecture from htr_ray.models (crnn_small, crnn_medium, crnn_large, crnn_small_v2, crnn_medium_v2, char_cnn, char_cnn_hanzi)")
     model_params: str = config.field("", help="JSON object overriding architecture parameters, e.g. '{\"lstm_hidden\": 192}'")
     data: list[str] = config.field([], help="training data URIs: shard roots (<root>/<split>/part-*.parquet) or IAM-style folders with labels.tsv")
     weights: list[float] = config.field([], help="mixing weight per --data URI (default: proportional to size)")
@@ -29,12 +29,15 @@ class TrainConfig:
     clip: float = config.field(5.0, help="gradient norm clipping (0 = off)")
     patience: int = config.field(6, help="early stopping: epochs without validation improvement")
     augment: float = config.field(1.0, help="augmentation strength (0 = none)")
+    shortcut_weight: float = config.field(0.1, help="line models with a CTC shortcut head (crnn_*_v2): weight of its loss (0 = off)")
     label_smoothing: float = config.field(0.1, help="classifiers only: label smoothing")
     output: str = config.field("work/runs/train", help="--local only: checkpoint folder URI (local or s3://); rerunning resumes from it")
     keep: int = config.field(3, help="checkpoints kept (the best by validation score, plus the latest)")
     init: str = config.field("", help="checkpoint URI to fine-tune from (its charset grows with new characters)")
     threads: int = config.field(2, help="torch intra-op threads per worker (CPU)")
-    loader_threads: int = config.field(2, help="threads decoding + augmenting batches per worker")
+    loader_threads: int = config.field(2, help="threads decoding + augmenting batches per worker (when no loader processes)")
+    loader_processes: int = config.field(-1, help="worker processes decoding + augmenting training batches (-1: 1 with --local, 0 = threads, as on Ray workers)")
+    channels_last: bool = config.field(True, help="CPU: convolutions in channels-last memory format (faster on x86)")
     device: str = config.field("auto", help="auto, cpu, cuda")
     amp: bool = config.field(True, help="mixed precision on GPU")
     seed: int = config.field(0, help="random seed")

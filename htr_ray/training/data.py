@@ -179,6 +179,66 @@ def prefetch(fn: Callable, items: Iterable, threads: int, depth: int = 4) -> Ite
             yield f.result()
 
 
+def _worker_init() -> None:
+    # one worker process = one core's worth of decoding and augmentation; no nested thread pools
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except Exception:  # pragma: no cover
+        pass
+
+
+def _prepare_numpy(prep: "Preprocessor", rows: list[dict], seed: int) -> Batch:
+    b = prep(rows, seed)
+    # tensors travel between processes by value as numpy arrays (torch's own reducers would pass
+    # shared-memory handles, one file descriptor per batch)
+    return Batch(b.x.numpy(), None if b.widths is None else b.widths.numpy(),
+                 b.targets.numpy() if isinstance(b.targets, torch.Tensor) else b.targets, b.texts, b.bad)
+
+
+def _to_torch(b: Batch) -> Batch:
+    as_t = (lambda a: torch.from_numpy(a) if isinstance(a, np.ndarray) else a)
+    return Batch(as_t(b.x), as_t(b.widths), as_t(b.targets), b.texts, b.bad)
+
+
+class ProcessLoader:
+    """Decoding and augmentation in worker processes, off the training process: ``loader.map(prep,
+    batches)`` yields ``prep(rows, seed)`` for each batch of rows, in order, ``depth`` batches ahead.
+
+    The pool is started once (``spawn``: safe inside a multi-threaded Ray worker) and reused every
+    epoch; rows travel to the workers pickled (PNG bytes, a few KiB a line) and batches come back as
+    numpy arrays. Close it with :meth:`close` (or use it as a context manager).
+    """
+
+    def __init__(self, processes: int, depth: int = 0):
+        import multiprocessing as mp
+
+        self.processes = max(1, int(processes))
+        self.depth = depth or 3 * self.processes + 1
+        self._pool = cf.ProcessPoolExecutor(self.processes, mp_context=mp.get_context("spawn"),
+                                            initializer=_worker_init)
+
+    def map(self, prep: "Preprocessor", batches: Iterable[list[dict]], seed_of: Callable[[int], int]) -> Iterator[Batch]:
+        pending: list[cf.Future] = []
+        for i, rows in enumerate(batches):
+            pending.append(self._pool.submit(_prepare_numpy, prep, rows, seed_of(i)))
+            if len(pending) >= self.depth:
+                yield _to_torch(pending.pop(0).result())
+        for f in pending:
+            yield _to_torch(f.result())
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def mixing_plan(sizes: Sequence[int], weights: Sequence[float], epoch_size: int) -> list[int]:
     """Samples per source for one epoch. Without weights: each source once (or proportionally to its
     size when ``epoch_size`` is given). With weights: ``epoch_size`` split by weight; by default the

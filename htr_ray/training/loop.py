@@ -39,7 +39,7 @@ from htr_ray.recognition.decode import greedy
 from htr_ray.training.config import TrainConfig
 from htr_ray.training.contexts import Context, LocalContext
 from htr_ray.training.data import (  # noqa: F401  (re-exported: callers import them from here)
-    Batch, Preprocessor, bucketed_batches, estimated_width, load_rows, mixing_plan, plain_batches, png_size, prefetch,
+    Batch, Preprocessor, ProcessLoader, bucketed_batches, estimated_width, load_rows, mixing_plan, plain_batches, png_size, prefetch,
 )
 
 log = logging.getLogger(__name__)
@@ -196,6 +196,8 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
                     log.info("charset grows by %d new characters: %r", len(added), "".join(added))
                     charset = grown
                     grow_output(model, len(charset) + (1 if model.kind == "line" else 0))
+                    if hasattr(model, "grow_shortcut"):
+                        model.grow_shortcut(len(charset) + 1)
             fresh_init = True
         else:
             if charset is None:
@@ -208,7 +210,10 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
             model = build_model(cfg.model, num_classes=n_classes, **cfg.params())
     kind = model.kind
     size = model_size(model)
+    shortcut = kind == "line" and cfg.shortcut_weight > 0 and getattr(model, "shortcut", None) is not None
     model.to(device)
+    memory_format = torch.channels_last if cfg.channels_last and device.type == "cpu" else torch.contiguous_format
+    model.to(memory_format=memory_format)
     base_model = model
     model = ctx.prepare_model(model)
     decay, no_decay = [], []
@@ -247,88 +252,103 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
         return p
 
     summary = {"stopped": "epochs"}
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        if bad_epochs >= cfg.patience:
-            summary["stopped"] = "early"
-            break
-        if limit_s and epoch_times and prev_seconds + time.time() - t_start + 0.8 * max(epoch_times[-2:]) > limit_s:
-            summary["stopped"] = "time_limit"
-            break
-        t0 = time.time()
-        model.train()
-        rows = ctx.train_rows(epoch)
-        brng = random.Random(cfg.seed * 100003 + epoch * 31 + ctx.rank)
-        batches = (bucketed_batches(rows, cfg.batch_size, size, rng=brng) if kind == "line"
-                   else plain_batches(rows, cfg.batch_size))
-        loss_sum, seen, bad, nsteps = 0.0, 0, 0, 0
-        it = prefetch(lambda rs, i: train_prep(rs, epoch * 1_000_003 + i), batches, cfg.loader_threads)
-        while True:
-            b = next(it, None)
-            # every worker must run the same number of steps (DDP all-reduces gradients each step)
-            more = ctx.all_reduce(torch.tensor([0.0 if b is None else 1.0]), op="min")
-            if more.item() < 1:
+    processes = cfg.loader_processes
+    if processes < 0:
+        processes = 1 if isinstance(ctx, LocalContext) else 0
+    loader = ProcessLoader(processes) if processes > 0 else None
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            if bad_epochs >= cfg.patience:
+                summary["stopped"] = "early"
                 break
-            bad += b.bad
-            if not b.texts:
-                continue
-            for g in opt.param_groups:
-                g["lr"] = lr_at(progress(), cfg.lr, cfg.warmup)
-            x = b.x.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = model(x)
-            if kind == "line":
-                loss = _ctc_loss(model, logits, b)
+            if limit_s and epoch_times and prev_seconds + time.time() - t_start + 0.8 * max(epoch_times[-2:]) > limit_s:
+                summary["stopped"] = "time_limit"
+                break
+            t0 = time.time()
+            model.train()
+            rows = ctx.train_rows(epoch)
+            brng = random.Random(cfg.seed * 100003 + epoch * 31 + ctx.rank)
+            batches = (bucketed_batches(rows, cfg.batch_size, size, rng=brng) if kind == "line"
+                       else plain_batches(rows, cfg.batch_size))
+            loss_sum, seen, bad, nsteps = 0.0, 0, 0, 0
+            seed_of = (lambda i, _e=epoch: _e * 1_000_003 + i)
+            if loader is not None:
+                it = loader.map(train_prep, batches, seed_of)
             else:
-                loss = F.cross_entropy(logits.float(), b.targets.to(device), label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(base_model.parameters(), cfg.clip)
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            nsteps += 1
-            if math.isfinite(loss.item()):
-                loss_sum += loss.item() * len(b.texts)
-            seen += len(b.texts)
-        train_time = time.time() - t0
-        tot = ctx.all_reduce(torch.tensor([loss_sum, seen, bad], dtype=torch.float64))
-        loss_sum, seen_all, bad = tot.tolist()
-        val = evaluate(model, val_rows, charset, kind, size, batch_size=max(cfg.batch_size, 32), device=device,
-                       threads=cfg.loader_threads, ctx=ctx)
-        epoch_time = time.time() - t0
-        epoch_times.append(epoch_time)
-        improved = val["score"] < best_score - 1e-6
-        if improved:
-            best_score, bad_epochs = val["score"], 0
-        else:
-            bad_epochs += 1
-        m = {"epoch": epoch, "loss": loss_sum / max(seen_all, 1), "samples": int(seen_all),
-             "samples_per_s": seen_all / max(train_time, 1e-9), "epoch_s": epoch_time, "lr": opt.param_groups[0]["lr"],
-             "bad_samples": int(bad + val["bad"]), "val_loss": val["loss"], "score": val["score"],
-             "best_score": best_score, "world_size": ctx.world_size}
-        m.update({f"val_{k}": v for k, v in val.items() if k in ("cer", "wer", "accuracy")})
-        history.append({k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.items()})
-        if kind == "line":
-            log.info("epoch %d/%d  loss %.4f  val CER %.4f  WER %.4f  %.1f samples/s  %.0fs  lr %.2e",
-                     epoch, cfg.epochs, m["loss"], m["val_cer"], m["val_wer"], m["samples_per_s"], epoch_time, m["lr"])
-        else:
-            log.info("epoch %d/%d  loss %.4f  val accuracy %.4f  %.1f samples/s  %.0fs  lr %.2e",
-                     epoch, cfg.epochs, m["loss"], m["val_accuracy"], m["samples_per_s"], epoch_time, m["lr"])
+                it = prefetch(lambda rs, i: train_prep(rs, seed_of(i)), batches, cfg.loader_threads)
+            while True:
+                b = next(it, None)
+                # every worker must run the same number of steps (DDP all-reduces gradients each step)
+                more = ctx.all_reduce(torch.tensor([0.0 if b is None else 1.0]), op="min")
+                if more.item() < 1:
+                    break
+                bad += b.bad
+                if not b.texts:
+                    continue
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(progress(), cfg.lr, cfg.warmup)
+                x = b.x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    out = model(x, aux=True) if shortcut else model(x)
+                logits, aux_logits = out if shortcut else (out, None)
+                if kind == "line":
+                    loss = _ctc_loss(model, logits, b)
+                    if shortcut:  # the CTC shortcut head on the CNN sequence (models.crnn.CRNN2)
+                        loss = loss + cfg.shortcut_weight * _ctc_loss(model, aux_logits, b)
+                else:
+                    loss = F.cross_entropy(logits.float(), b.targets.to(device), label_smoothing=cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.clip:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(base_model.parameters(), cfg.clip)
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                nsteps += 1
+                if math.isfinite(loss.item()):
+                    loss_sum += loss.item() * len(b.texts)
+                seen += len(b.texts)
+            train_time = time.time() - t0
+            tot = ctx.all_reduce(torch.tensor([loss_sum, seen, bad], dtype=torch.float64))
+            loss_sum, seen_all, bad = tot.tolist()
+            val = evaluate(model, val_rows, charset, kind, size, batch_size=max(cfg.batch_size, 32), device=device,
+                           threads=cfg.loader_threads, ctx=ctx)
+            epoch_time = time.time() - t0
+            epoch_times.append(epoch_time)
+            improved = val["score"] < best_score - 1e-6
+            if improved:
+                best_score, bad_epochs = val["score"], 0
+            else:
+                bad_epochs += 1
+            m = {"epoch": epoch, "loss": loss_sum / max(seen_all, 1), "samples": int(seen_all),
+                 "samples_per_s": seen_all / max(train_time, 1e-9), "epoch_s": epoch_time, "lr": opt.param_groups[0]["lr"],
+                 "bad_samples": int(bad + val["bad"]), "val_loss": val["loss"], "score": val["score"],
+                 "best_score": best_score, "world_size": ctx.world_size}
+            m.update({f"val_{k}": v for k, v in val.items() if k in ("cer", "wer", "accuracy")})
+            history.append({k: (round(v, 5) if isinstance(v, float) else v) for k, v in m.items()})
+            if kind == "line":
+                log.info("epoch %d/%d  loss %.4f  val CER %.4f  WER %.4f  %.1f samples/s  %.0fs  lr %.2e",
+                         epoch, cfg.epochs, m["loss"], m["val_cer"], m["val_wer"], m["samples_per_s"], epoch_time, m["lr"])
+            else:
+                log.info("epoch %d/%d  loss %.4f  val accuracy %.4f  %.1f samples/s  %.0fs  lr %.2e",
+                         epoch, cfg.epochs, m["loss"], m["val_accuracy"], m["samples_per_s"], epoch_time, m["lr"])
 
-        def save_fn(uri: str, _m=m, _epoch=epoch) -> None:
-            checkpoint.save(uri, base_model, {
-                "charset": charset.to_json(), "epoch": _epoch, "metrics": _m,
-                "data": {"train": list(cfg.data), "weights": list(cfg.weights), "train_split": cfg.train_split,
-                         "val": list(cfg.val_data or cfg.data[:1]), "val_split": cfg.val_split},
-                "command": cfg.command, "config": dataclasses.asdict(cfg),
-            }, train_state={"step": step, "best_score": best_score, "bad_epochs": bad_epochs,
-                            "train_seconds": prev_seconds + time.time() - t_start,
-                            "optimizer": opt.state_dict(), "history": history})
+            def save_fn(uri: str, _m=m, _epoch=epoch) -> None:
+                checkpoint.save(uri, base_model, {
+                    "charset": charset.to_json(), "epoch": _epoch, "metrics": _m,
+                    "data": {"train": list(cfg.data), "weights": list(cfg.weights), "train_split": cfg.train_split,
+                             "val": list(cfg.val_data or cfg.data[:1]), "val_split": cfg.val_split},
+                    "command": cfg.command, "config": dataclasses.asdict(cfg),
+                }, train_state={"step": step, "best_score": best_score, "bad_epochs": bad_epochs,
+                                "train_seconds": prev_seconds + time.time() - t_start,
+                                "optimizer": opt.state_dict(), "history": history})
 
-        ctx.report(m, save_fn)
-        summary.update(last=m)
+            ctx.report(m, save_fn)
+            summary.update(last=m)
+    finally:
+        if loader is not None:
+            loader.close()
     summary.update(best_score=best_score, history=history, charset=charset.to_json(), kind=kind)
     return summary
 
