@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -85,6 +84,8 @@ def line_finder_unet(**params) -> LineFinderNet:
 
 def page_input(gray: np.ndarray, scale: float) -> np.ndarray:
     """The net's input for one gray page: shrunk by ``scale`` (area interpolation), ink = 1, float32 HxW."""
+    import cv2  # here, not at the top: importing htr_ray.models must need only torch (scripts/train-gpu)
+
     h, w = gray.shape[:2]
     sw, sh = max(8, int(round(w * scale))), max(8, int(round(h * scale)))
     small = cv2.resize(gray, (sw, sh), interpolation=cv2.INTER_AREA)
