@@ -5,12 +5,15 @@ parallel with the model:
 
 1. :func:`augment_gray` / :func:`augment_char_gray` on the decoded 8-bit gray image (ink dark, as
    scanned) *before* :func:`htr_ray.io.images.normalize_line` / ``normalize_char``: geometry (slant/shear,
-   small rotation, horizontal scale, for characters also translation and scale), stroke thickness
-   (erode/dilate), blur. Doing geometry before normalisation keeps the model's input contract: what
+   small rotation, horizontal scale, for characters also translation and scale), grid (elastic)
+   distortion on request, stroke thickness (erode/dilate), blur. Doing geometry before normalisation keeps the model's input contract: what
    the model sees is always a ``normalize_*`` output.
 2. :func:`augment_normalized` on the float model input (ink = 1): ink contrast, gamma, noise.
 
 Every function takes a ``numpy.random.Generator`` so runs are reproducible per seed.
+
+The same set for whole batches already on the GPU (no OpenCV), used by ``scripts/train-gpu``, is in
+:mod:`htr_ray.data.augment_torch`.
 """
 
 from __future__ import annotations
@@ -36,9 +39,26 @@ def _thickness(gray: np.ndarray, rng: np.random.Generator, p: float) -> np.ndarr
     return gray
 
 
-def augment_gray(gray: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+def grid_distort(gray: np.ndarray, rng: np.random.Generator, amplitude: float, cell: float) -> np.ndarray:
+    """Elastic / grid distortion: every pixel moves by a smooth random displacement (uniform in
+    +-``amplitude`` px at the nodes of a grid of ``cell`` px, bilinear in between), as in Retsinas et
+    al. 2022's augmentation set. uint8 in, uint8 out, same shape, paper (255) fills the border."""
+    h, w = gray.shape
+    if amplitude <= 0 or h < 4 or w < 4:
+        return gray
+    gh, gw = max(2, int(round(h / cell)) + 1), max(2, int(round(w / cell)) + 1)
+    d = rng.uniform(-amplitude, amplitude, size=(2, gh, gw)).astype(np.float32)
+    dx = cv2.resize(d[0], (w, h), interpolation=cv2.INTER_LINEAR)
+    dy = cv2.resize(d[1], (w, h), interpolation=cv2.INTER_LINEAR)
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(gray, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+
+
+def augment_gray(gray: np.ndarray, rng: np.random.Generator, strength: float = 1.0, distort: float = 0.0) -> np.ndarray:
     """Random slant, rotation, horizontal scale, stroke thickness and blur of a text-line image
-    (uint8, ink dark). ``strength`` scales every range (0 = identity)."""
+    (uint8, ink dark). ``strength`` scales every range (0 = identity). With ``distort`` > 0, that
+    fraction of the lines also gets a grid distortion (:func:`grid_distort`) of about a fifth of the
+    line height over cells of one line height."""
     if strength <= 0:
         return gray
     h, w = gray.shape
@@ -55,6 +75,8 @@ def augment_gray(gray: np.ndarray, rng: np.random.Generator, strength: float = 1
     if out_w * out_h > 4 * w * h + 1000:  # degenerate: keep the original
         return gray
     g = _affine(gray, m, max(out_w, 2), max(out_h, 2))
+    if distort > 0 and rng.random() < distort:
+        g = grid_distort(g, rng, amplitude=0.06 * h * strength, cell=max(8.0, 0.8 * h))
     g = _thickness(g, rng, 0.5 * min(1.0, strength))
     if rng.random() < 0.3 * strength:
         g = cv2.GaussianBlur(g, (3, 3), rng.uniform(0.3, 1.0))

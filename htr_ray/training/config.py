@@ -29,6 +29,7 @@ class TrainConfig:
     clip: float = config.field(5.0, help="gradient norm clipping (0 = off)")
     patience: int = config.field(6, help="early stopping: epochs without validation improvement")
     augment: float = config.field(1.0, help="augmentation strength (0 = none)")
+    distort: float = config.field(0.0, help="line models: fraction of training lines given a grid (elastic) distortion")
     shortcut_weight: float = config.field(0.1, help="line models with a CTC shortcut head (crnn_*_v2): weight of its loss (0 = off)")
     label_smoothing: float = config.field(0.1, help="classifiers only: label smoothing")
     output: str = config.field("work/runs/train", help="--local only: checkpoint folder URI (local or s3://); rerunning resumes from it")

@@ -115,9 +115,10 @@ class Batch:
 class Preprocessor:
     """Row -> model input, for one model kind; the same normalisation as inference."""
 
-    def __init__(self, kind: str, charset: Charset, size: int, train: bool, strength: float, seed: int):
+    def __init__(self, kind: str, charset: Charset, size: int, train: bool, strength: float, seed: int,
+                 distort: float = 0.0):
         self.kind, self.charset, self.size, self.train, self.strength = kind, charset, size, train, strength
-        self.seed = seed
+        self.seed, self.distort = seed, distort
 
     def __call__(self, rows: list[dict], batch_seed: int = 0) -> Batch:
         rng = np.random.default_rng((self.seed, batch_seed))
@@ -131,7 +132,7 @@ class Preprocessor:
                 if self.kind == "line":
                     target = self.charset.encode(text, unknown="skip")
                     if self.train and self.strength > 0:
-                        gray = augment.augment_gray(gray, rng, self.strength)
+                        gray = augment.augment_gray(gray, rng, self.strength, distort=self.distort)
                     x = images.normalize_line(gray, self.size)
                 else:
                     target = self.charset.index(text) if text in self.charset else -1

@@ -238,7 +238,8 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
     val_rows = ctx.val_rows()
     if cfg.max_val and len(val_rows) > cfg.max_val:
         val_rows = random.Random(0).sample(val_rows, cfg.max_val)
-    train_prep = Preprocessor(kind, charset, size, train=True, strength=cfg.augment, seed=cfg.seed * 7919 + ctx.rank)
+    train_prep = Preprocessor(kind, charset, size, train=True, strength=cfg.augment, seed=cfg.seed * 7919 + ctx.rank,
+                              distort=cfg.distort)
     t_start = time.time()
     epoch_times: list[float] = []
     limit_s = cfg.time_limit * 60.0
