@@ -11,7 +11,7 @@ Local configurations (``--configs``, default all of them), each a set of TrainCo
   contiguous convolutions, batch 16);
 - ``procs``: decode + augment in 1 worker process;
 - ``procs+cl``: and channels-last convolutions;
-- ``after``: ``procs+cl`` with batch 32 (the ``--local`` defaults, less the batch size);
+- ``after``: ``procs+cl`` with batch 32;
 - ``after-2t``: ``after`` with 2 torch threads.
 
 The configurations run interleaved (``--repeat`` rounds of all of them), so a change in the machine's
