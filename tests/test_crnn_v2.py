@@ -43,11 +43,12 @@ def test_growing_the_charset_grows_the_shortcut_head():
 
 
 def test_v2_trains_with_the_shortcut_loss_and_its_checkpoint_loads(tmp_path, shared_data):
+    """Also the opt-in data path: decoding + augmentation in a worker process, channels-last convolutions."""
     rows = [r for r in load_rows(str(shared_data / "iam_ondb_lines"), "train") if len(r["text"]) <= 8][:16]
     root = str(tmp_path / "data")
     shards.write_samples(root, [shards.Sample(id=r["id"], image=r["image"], text=r["text"], source="iam", split=s)
                                 for s in ("train", "val") for r in rows])
-    cfg = TrainConfig(model="crnn_small_v2", data=[root], epochs=2, batch_size=8, threads=1, loader_processes=0,
+    cfg = TrainConfig(model="crnn_small_v2", data=[root], epochs=2, batch_size=8, threads=1, loader_processes=1, channels_last=True,
                       loader_threads=1, output=str(tmp_path / "run"), test_split="", distort=0.5, shortcut_weight=0.1)
     summary = fit(cfg, LocalContext(cfg))
     assert [h["epoch"] for h in summary["history"]] == [1, 2]
