@@ -246,7 +246,7 @@ def model_bench(args, result: dict) -> None:
         row = {"decoder": name, **_score([t for t, _ in cases], hyps), "lines": n,
                "decode_ms_per_line_cpu": 1000 * dec_cpu / n, "decode_ms_per_line_wall": 1000 * dec_wall / n,
                "options": opts}
-        if extra.get("engine") != "python":
+        if extra.get("engine") != "python" and args.e2e:
             # end to end: the recogniser (pre-processing, network on --threads threads, decoding) on the
             # same lines; wall lines/s depends on the machine's load, CPU ms per line much less
             rec.decode = dec
@@ -256,11 +256,37 @@ def model_bench(args, result: dict) -> None:
             if kind == "greedy":
                 greedy_rate, greedy_cpu = e2e, e2e_cpu
             row.update({"lines_per_s_end_to_end": e2e, "end_to_end_cpu_ms_per_line": e2e_cpu,
-                        "end_to_end_cpu_vs_greedy": e2e_cpu / greedy_cpu})
+                        "end_to_end_cpu_vs_greedy": e2e_cpu / greedy_cpu if greedy_cpu else None})
         rows.append(row)
         print(f"{name:<48} CER {row['cer']:.4f} WER {row['wer']:.4f}  decode {row['decode_ms_per_line_cpu']:6.2f} ms/line "
               f"(CPU)  end to end {row.get('lines_per_s_end_to_end', float('nan')):6.1f} lines/s, "
               f"{row.get('end_to_end_cpu_ms_per_line', float('nan')):6.2f} CPU ms/line", flush=True)
+    # end-to-end speed again, the decoders interleaved for --speed-repeats rounds (a shared machine's load
+    # drifts: interleaving gives each decoder the same conditions); medians
+    speed: dict[str, list[tuple[float, float]]] = {}
+    decs = {r["decoder"]: make_decoder("greedy" if r["decoder"] == "greedy" else "beam", charset,
+                                       lm=lm if "LM" in r["decoder"] else None, **r["options"])
+            for r in rows if "Python" not in r["decoder"]}
+    sample = grays[:: max(1, len(grays) // args.speed_lines)][: args.speed_lines] if args.speed_lines else grays
+    for _ in range(args.speed_repeats):
+        for name, dec in decs.items():
+            rec.decode = dec
+            c0, w0 = time.process_time(), time.perf_counter()
+            rec.recognize(sample)
+            speed.setdefault(name, []).append((len(sample) / (time.perf_counter() - w0),
+                                               1000 * (time.process_time() - c0) / len(sample)))
+    if speed:
+        g = float(np.median([w for w, _ in speed["greedy"]]))
+        for r in rows:
+            if r["decoder"] in speed:
+                r["interleaved_lines_per_s"] = [round(w, 1) for w, _ in speed[r["decoder"]]]
+                r["interleaved_median_lines_per_s"] = float(np.median([w for w, _ in speed[r["decoder"]]]))
+                r["interleaved_median_vs_greedy"] = r["interleaved_median_lines_per_s"] / g
+                r["interleaved_median_cpu_ms_per_line"] = float(np.median([c for _, c in speed[r["decoder"]]]))
+                r["interleaved_lines"] = len(sample)
+                print(f"{r['decoder']:<48} interleaved x{args.speed_repeats} on {len(sample)} lines: median {r['interleaved_median_lines_per_s']:.1f} "
+                      f"lines/s ({r['interleaved_median_vs_greedy']:.2f} x greedy), "
+                      f"{r['interleaved_median_cpu_ms_per_line']:.2f} CPU ms/line", flush=True)
     result["sets"]["model"] = {"model": args.model, "data": args.data, "split": args.split, "lines": n,
                                "threads": args.threads, "network_lines_per_s": len(grays) / model_s,
                                "beam_options": beam_opts, "rows": rows}
@@ -276,6 +302,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lines", type=int, default=0, help="lines per split (0: all)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the network")
     ap.add_argument("--lm", help="LM file (.npz or .json); default: the model's decoding.lm")
+    ap.add_argument("--speed-repeats", type=int, default=3, help="rounds of interleaved end-to-end timing")
+    ap.add_argument("--speed-lines", type=int, default=150, help="lines (spread over the split) timed per round")
+    ap.add_argument("--no-e2e", dest="e2e", action="store_false", help="skip the first end-to-end pass per decoder")
     ap.add_argument("--tune", action="store_true", help="choose lm_weight, char_bonus and beam width on val lines")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.5, 0.6, 0.7])
     ap.add_argument("--bonuses", type=float, nargs="+", default=[1.0, 1.5, 2.0])
