@@ -172,8 +172,10 @@ def test_shipped_models_load_and_describe_themselves():
         pytest.skip("no shipped models yet")
     for d in shipped:
         model, meta = checkpoint.load(str(d))
-        trainer = "python -m htr_ray.training.printed_filter" if meta["kind"] == "word_kind" else "python jobs/train.py"
+        trainer = {"word_kind": "python -m htr_ray.training.printed_filter",
+                   "line_finder": "python -m htr_ray.training.line_finder"}.get(meta["kind"], "python jobs/train.py")
         assert meta["metrics"] and meta["command"].startswith(trainer), d
         assert (d / "weights.pt").stat().st_size < 8 * 2**20, d
         n = len(meta["charset"]) + (1 if meta["kind"] == "line" else 0)
-        assert model.classifier.out_features == n
+        out = model.head.out_channels if meta["kind"] == "line_finder" else model.classifier.out_features
+        assert out == n
