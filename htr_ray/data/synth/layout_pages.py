@@ -40,7 +40,7 @@ import numpy as np
 
 from htr_ray import paths
 from htr_ray.data.synth import fonts, render
-from htr_ray.data.synth.pages import LAYOUTS, PAGE_DOMAINS, _Page
+from htr_ray.data.synth.pages import LAYOUTS, PAGE_DOMAINS, _Page, ink_on_paper
 
 log = logging.getLogger(__name__)
 
@@ -255,19 +255,7 @@ def _scan(p: _Page, rng: np.random.Generator, angle_sd: float, max_angle: float)
     """Ink on paper, then a scan (as :meth:`_Page.finish`, with a wider rotation): (gray page, the 3x3
     matrix that maps composition coordinates onto it)."""
     h, w = p.h, p.w
-    paper = render.paper(rng, h, w, clean=False)
-    printed = np.asarray(p.printed, np.float32) / 255.0
-    img = paper * printed
-    ink = rng.uniform(5, 110)
-    pressure = np.clip(1 - np.abs(render._low_freq(rng, h, w, rng.uniform(30, 90))) * rng.uniform(0, 0.3), 0.55, 1)
-    cov = p.hand * pressure
-    img = img * (1 - cov) + ink * cov
-    if rng.random() < 0.5:
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        side = int(rng.integers(4))
-        dist = (xx, w - 1 - xx, yy, h - 1 - yy)[side] / float((w, w, h, h)[side])
-        depth, reach = rng.uniform(0.15, 0.45), rng.uniform(0.05, 0.25)
-        img *= 1 - depth * np.exp(-dist / reach)
+    img = ink_on_paper(p, rng, ink_range=(5, 110), pressure_spread=0.3, pressure_floor=0.55, shadow_p=0.5)
     angle = float(np.clip(rng.normal(0, angle_sd), -max_angle, max_angle))
     m = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0), [0, 0, 1]])
     if rng.random() < 0.25:

@@ -141,20 +141,7 @@ class _Page:
     def finish(self) -> np.ndarray:
         """Ink on paper, then scan: returns the gray page; line boxes follow the skew."""
         rng, h, w = self.rng, self.h, self.w
-        paper = render.paper(rng, h, w, clean=False)
-        printed = np.asarray(self.printed, np.float32) / 255.0
-        img = paper * printed
-        ink = rng.uniform(10, 90)
-        pressure = np.clip(1 - np.abs(render._low_freq(rng, h, w, rng.uniform(30, 90))) * rng.uniform(0, 0.25), 0.6, 1)
-        cov = self.hand * pressure
-        img = img * (1 - cov) + ink * cov
-        # shadow: a darker band from one edge (book fold / lid not closed) or a vignette
-        if rng.random() < 0.6:
-            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-            side = int(rng.integers(4))
-            dist = (xx, w - 1 - xx, yy, h - 1 - yy)[side] / float((w, w, h, h)[side])
-            depth, reach = rng.uniform(0.15, 0.45), rng.uniform(0.05, 0.25)
-            img *= 1 - depth * np.exp(-dist / reach)
+        img = ink_on_paper(self, rng)
         # skew, with a grey scanner bed showing at the corners; a third of the pages also get a slight
         # perspective (a page photographed rather than scanned)
         angle = float(rng.normal(0, 0.8))
@@ -166,7 +153,7 @@ class _Page:
         bed = float(rng.uniform(150, 240))
         img = cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=bed)
         self.masks = {name: cv2.warpPerspective(layer, m, (w, h), flags=cv2.INTER_NEAREST)
-                      for name, layer in (("printed", (printed < 0.6).astype(np.uint8)),
+                      for name, layer in (("printed", (np.asarray(self.printed, np.float32) < 0.6 * 255.0).astype(np.uint8)),
                                           ("hand", (self.hand > 0.3).astype(np.uint8)))}
         for line in self.lines:
             x0, y0, x1, y1 = line["bbox"]
@@ -375,3 +362,26 @@ def render_page(domain: str | None = None, seed: int = 0, index: int = 0, split:
     demos and segmentation tests."""
     s = PageGenerator(seed, split, [domain] if domain else None).sample(index)
     return s.image, s.lines
+
+
+def ink_on_paper(page: "_Page", rng: np.random.Generator, ink_range=(10, 90), pressure_spread: float = 0.25,
+                 pressure_floor: float = 0.6, shadow_p: float = 0.6) -> np.ndarray:
+    """A page's print and handwriting on textured paper, with uneven pen pressure and, with probability
+    ``shadow_p``, a shadow band from one edge (book fold, lid not closed): the float gray page before
+    the scan's skew and noise. Shared by the generated pages and the composed ones (layout_pages)."""
+    h, w = page.h, page.w
+    paper = render.paper(rng, h, w, clean=False)
+    printed = np.asarray(page.printed, np.float32) / 255.0
+    img = paper * printed
+    ink = rng.uniform(*ink_range)
+    pressure = np.clip(1 - np.abs(render._low_freq(rng, h, w, rng.uniform(30, 90))) * rng.uniform(0, pressure_spread),
+                       pressure_floor, 1)
+    cov = page.hand * pressure
+    img = img * (1 - cov) + ink * cov
+    if rng.random() < shadow_p:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        side = int(rng.integers(4))
+        dist = (xx, w - 1 - xx, yy, h - 1 - yy)[side] / float((w, w, h, h)[side])
+        depth, reach = rng.uniform(0.15, 0.45), rng.uniform(0.05, 0.25)
+        img *= 1 - depth * np.exp(-dist / reach)
+    return img
