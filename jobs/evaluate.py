@@ -7,7 +7,8 @@
         --lexicon my_words.txt          # beam search; with the LM the model names in its model.json, if any
 
 The recognizer flags (--model, --decoder, --lexicon, --lm, beam options, --width-bucket ...) are the
-:class:`~htr_ray.recognition.spec.RecognizerSpec` every job and the Serve app take.
+:class:`~htr_ray.recognition.spec.RecognizerSpec` every job and the Serve app take; those left unset take
+the model's own ``model.json`` "decoding" defaults (decoder, LM, beam options), as everywhere else.
 
 Line models: CER/WER overall, per domain and per source, top character confusions, CER per confidence
 decile, error gallery. Classifiers: accuracy, per-class P/R/F1, confusion-matrix PNG, error gallery.
@@ -29,8 +30,8 @@ class EvaluateConfig:
     """Evaluate a line recogniser or character classifier checkpoint on Parquet sample shards."""
 
     data: str = config.field(help="sample shards root URI (holds <split>/part-*.parquet)")
-    recognizer: RecognizerSpec = config.field(RecognizerSpec(model=None, decoder="greedy"),
-                                              help="the model and how it decodes")
+    recognizer: RecognizerSpec = config.field(RecognizerSpec(model=None),
+                                              help="the model and how it decodes (unset: the model's own defaults)")
     split: str = config.field("test", help="which split to evaluate")
     report: str = config.field(None, help="report folder URI: metrics.json, PNGs, predictions.jsonl")
     limit: int = config.field(None, help="evaluate at most this many samples (rows)")
@@ -50,11 +51,9 @@ def main(argv=None) -> int:
         return 2
     from htr_ray.evaluation.evaluate import evaluate, summary_lines
 
-    res = evaluate(spec.model, cfg.data, split=cfg.split, report=cfg.report, decoder=spec.decoder,
-                   lexicon=spec.lexicon, lm=None if spec.lm in ("", "none") else spec.lm, limit=cfg.limit,
-                   use_ray=cfg.ray, ray_threshold=cfg.ray_threshold, actors=cfg.actors,
-                   batch_size=cfg.rows_per_batch, gallery=cfg.gallery, beam_options=spec.beam_options(),
-                   device=spec.device, width_bucket=spec.width_bucket)
+    res = evaluate(spec, cfg.data, split=cfg.split, report=cfg.report, limit=cfg.limit, use_ray=cfg.ray,
+                   ray_threshold=cfg.ray_threshold, actors=cfg.actors, batch_size=cfg.rows_per_batch,
+                   gallery=cfg.gallery)
     print("\n".join(summary_lines(res.metrics)))
     assert res.metrics["samples"] == len(res.predictions)
     return 0

@@ -140,3 +140,50 @@ def test_ray_data_path_gives_the_same_predictions(line_setup, ray_local, s3_buck
     assert [key(p) for p in distributed.predictions] == [key(p) for p in local.predictions]
     assert distributed.metrics["overall"] == local.metrics["overall"]
     assert json.loads(storage.read_bytes(f"{s3_bucket}/report/metrics.json"))["samples"] == 8
+
+
+def test_the_models_decoding_defaults_decide_how_evaluation_reads(line_setup, tmp_path, capsys):
+    """Evaluation reads lines as every other job does: a spec field left unset takes the model's own
+    ``model.json`` "decoding" default (decoder, the LM beside the model, beam options); a flag overrides it."""
+    import importlib.util
+    import shutil
+
+    from htr_ray.evaluation.evaluate import evaluate
+    from htr_ray.recognition.lm import CharNgramLM
+    from htr_ray.recognition.spec import RecognizerSpec
+
+    ck, data, _ = line_setup
+    tuned = tmp_path / "tuned_model"
+    shutil.copytree(ck, tuned)
+    CharNgramLM.train(["take aspirin", "one hundred", "hello world"] * 20, order=3).save(str(tuned / "lm.json"))
+    meta = json.loads((tuned / "model.json").read_text())
+    meta["decoding"] = {"decoder": "beam", "lm": "lm.json", "beam_options": {"beam_width": 4, "lm_weight": 3.0}}
+    (tuned / "model.json").write_text(json.dumps(meta))
+    lm = storage.join(str(tuned), "lm.json")
+
+    by_default = evaluate(str(tuned), data, split="test")
+    m = by_default.metrics
+    assert (m["decoder"], m["lm"], m["beam_options"]) == ("beam", lm, {"beam_width": 4, "lm_weight": 3.0})
+    # the same lines as the untuned checkpoint read with those settings spelled out
+    explicit = evaluate(RecognizerSpec(model=ck, decoder="beam", lm=lm, beam_width=4, lm_weight=3.0), data, split="test")
+    texts = lambda res: [(p["id"], p["pred"]) for p in res.predictions]  # noqa: E731
+    assert texts(by_default) == texts(explicit)
+    greedy = evaluate(ck, data, split="test")  # no "decoding" in its model.json: greedy
+    assert greedy.metrics["decoder"] == "greedy" and greedy.metrics["lm"] is None
+    assert texts(by_default) != texts(greedy), "the LM at weight 3 should change this random model's readings"
+    # a spec field overrides the model's default
+    overridden = evaluate(RecognizerSpec(model=str(tuned), decoder="greedy"), data, split="test")
+    assert overridden.metrics["decoder"] == "greedy" and texts(overridden) == texts(greedy)
+
+    spec = importlib.util.spec_from_file_location("evaluate_job", REPO / "jobs" / "evaluate.py")
+    job = importlib.util.module_from_spec(spec)
+    sys.modules["evaluate_job"] = job
+    spec.loader.exec_module(job)
+    capsys.readouterr()
+    for flags, decoder in (([], "beam"), (["--decoder", "greedy"], "greedy"), (["--lm", "none", "--beam-width", "2"], "beam")):
+        assert job.main(["--model", str(tuned), "--data", data, "--limit", "2", *flags,
+                         "--report", str(tmp_path / "r")]) == 0
+        assert f"decoder {decoder}" in capsys.readouterr().out, flags
+        saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+        assert saved["decoder"] == decoder
+        assert saved["lm"] == (lm if not flags else None)

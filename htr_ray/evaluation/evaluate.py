@@ -99,20 +99,6 @@ def expand_stage(batch) -> "pyarrow.Table":
                      "w": pa.array(cols["w"], pa.int32())})
 
 
-def recognizer_spec(model_uri: str, decoder: str = "greedy", lexicon=None, lm=None, beam_options: dict | None = None,
-                    device: str = "cpu", width_bucket: int = 32):
-    """The :class:`~htr_ray.recognition.spec.RecognizerSpec` that reads as
-    ``Recognizer.from_uri(model_uri, decoder=..., lexicon=..., lm=..., ...)`` does (no LM unless given)."""
-    from htr_ray.recognition.spec import RecognizerSpec
-
-    options = dict(beam_options or {})
-    unknown = sorted(set(options) - set(RecognizerSpec.BEAM_OPTIONS))
-    if unknown:
-        raise ValueError(f"beam options {unknown} are not RecognizerSpec fields ({', '.join(RecognizerSpec.BEAM_OPTIONS)})")
-    return RecognizerSpec(model=model_uri, decoder=decoder, lexicon=lexicon, lm=lm if lm else "none", device=device,
-                          width_bucket=width_bucket, threads=1, **options)
-
-
 def predict_local(rec, data_uri: str, split: str, limit: int | None = None, batch_size: int = 256) -> tuple[list[dict], float]:
     preds: list[dict] = []
     seconds = 0.0
@@ -153,12 +139,12 @@ def _columns(data_uri: str, split: str) -> list[str]:
     return [c for c in ROW_COLUMNS if c in names]
 
 
-def predict_ray(model_uri: str, data_uri: str, split: str, decoder: str = "greedy", lexicon=None, lm=None,
-                actors: int = 2, batch_size: int = 128, limit: int | None = None,
-                beam_options: dict | None = None, device: str = "cpu", width_bucket: int = 32) -> tuple[list[dict], float]:
+def predict_ray(spec, data_uri: str, split: str, actors: int = 2, batch_size: int = 128,
+                limit: int | None = None) -> tuple[list[dict], float]:
     """Predictions with Ray Data: read_parquet -> expand_stage (tasks: decode, crop page lines) ->
     map_batches(RecognizerActor) on an actor pool of up to
-    ``actors`` recognisers (1 CPU each, or 1 GPU each when ``device`` is cuda)."""
+    ``actors`` recognisers built from ``spec`` (a
+    :class:`~htr_ray.recognition.spec.RecognizerSpec`; 1 CPU each, or 1 GPU each when its device is cuda)."""
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -174,7 +160,6 @@ def predict_ray(model_uri: str, data_uri: str, split: str, decoder: str = "greed
     ds = ray.data.read_parquet(paths, filesystem=fs, columns=_columns(data_uri, split))
     if limit is not None:
         ds = ds.limit(limit)
-    spec = recognizer_spec(model_uri, decoder, lexicon, lm, beam_options, device, width_bucket)
     ds = ds.map_batches(expand_stage, batch_format="pyarrow", batch_size=int(batch_size))
     ds = ds.map_batches(
         RecognizerActor,
@@ -182,7 +167,7 @@ def predict_ray(model_uri: str, data_uri: str, split: str, decoder: str = "greed
         batch_format="pyarrow",
         batch_size=int(batch_size),
         compute=ActorPoolStrategy(min_size=1, max_size=max(1, actors)),
-        **({"num_gpus": 1} if str(device).startswith("cuda") else {"num_cpus": 1}),
+        **({"num_gpus": 1} if str(spec.device).startswith("cuda") else {"num_cpus": 1}),
     )
     rows = ds.take_all()
     preds = []
@@ -349,17 +334,26 @@ class EvalResult:
     report_dir: str | None
 
 
-def evaluate(model: str, data: str, split: str = "test", report: str | None = None, decoder: str = "greedy",
-             lexicon: str | None = None, lm: str | None = None, limit: int | None = None, use_ray: bool | None = None,
-             ray_threshold: int = 20000, actors: int = 2, batch_size: int = 128, gallery: int = 24,
-             beam_options: dict | None = None, device: str = "cpu", width_bucket: int = 32) -> EvalResult:
-    """Evaluate checkpoint (or exported model dir) ``model`` on ``data``/``split`` and (with ``report``)
-    write the report files."""
+def evaluate(recognizer, data: str, split: str = "test", report: str | None = None, limit: int | None = None,
+             use_ray: bool | None = None, ray_threshold: int = 20000, actors: int = 2, batch_size: int = 128,
+             gallery: int = 24) -> EvalResult:
+    """Evaluate a recogniser on ``data``/``split`` and (with ``report``) write the report files.
+
+    ``recognizer``: the :class:`~htr_ray.recognition.spec.RecognizerSpec` that reads the samples (a
+    model URI alone stands for ``RecognizerSpec(model=uri)``: the model's own decoding defaults). The
+    spec decides everything, as in every other job: fields it leaves unset take the model's
+    ``model.json`` ``"decoding"`` defaults (:meth:`RecognizerSpec.resolved`), and the metrics record the
+    resolved spec, so a report says how its lines were read."""
     from htr_ray.models import checkpoint
     from htr_ray.recognition import export
-    from htr_ray.recognition.recognizer import Recognizer
+    from htr_ray.recognition.spec import RecognizerSpec
 
+    spec = recognizer if isinstance(recognizer, RecognizerSpec) else RecognizerSpec(model=recognizer)
+    if not spec.model:
+        raise ValueError("a model URI is required (RecognizerSpec.model)")
+    model = spec.model
     meta = export.read_meta(model) if export.is_exported(model) else checkpoint.read_meta(model)
+    spec = spec.resolved(meta)
     kind = meta.get("kind", "line")
     n_rows = shards.count_rows(data, split)
     if n_rows == 0:
@@ -368,19 +362,18 @@ def evaluate(model: str, data: str, split: str = "test", report: str | None = No
         use_ray = min(n_rows, limit or n_rows) >= ray_threshold
     t0 = time.perf_counter()
     if use_ray:
-        preds, model_seconds = predict_ray(model, data, split, decoder, lexicon, lm, actors=actors,
-                                           batch_size=batch_size, limit=limit, beam_options=beam_options,
-                                           device=device, width_bucket=width_bucket)
+        preds, model_seconds = predict_ray(spec, data, split, actors=actors, batch_size=batch_size, limit=limit)
     else:
-        rec = Recognizer.from_uri(model, device=device, decoder=decoder, lexicon=lexicon, lm=lm,
-                                  beam_options=beam_options, width_bucket=width_bucket)
-        preds, model_seconds = predict_local(rec, data, split, limit=limit)
+        preds, model_seconds = predict_local(spec.build(), data, split, limit=limit)
     wall = time.perf_counter() - t0
     preds.sort(key=lambda p: p["id"])
     errors = [p for p in preds if p.get("error")]
+    lm = None if spec.lm in (None, "", "none") else spec.lm
     result: dict[str, Any] = {
         "model": model, "architecture": meta.get("architecture"), "kind": kind, "data": data, "split": split,
-        "decoder": "beam" if (lexicon or lm) else decoder, "lexicon": lexicon, "lm": lm, "width_bucket": width_bucket,
+        "decoder": "beam" if (spec.lexicon or lm) else spec.decoder, "lexicon": spec.lexicon, "lm": lm,
+        "beam_options": spec.beam_options() if (spec.decoder == "beam" or spec.lexicon or lm) else None,
+        "width_bucket": spec.width_bucket, "recognizer": spec.as_dict(),
         "samples": len(preds), "unreadable": len(errors),
         "unreadable_examples": [{"id": p["id"], "error": p["error"]} for p in errors[:20]],
         "ray": bool(use_ray),
@@ -439,7 +432,8 @@ def summary_lines(m: dict) -> list[str]:
     """A short printable summary of :func:`evaluate`'s metrics."""
     out = [f"model {m['model']} ({m.get('architecture')}, {m['kind']}) on {m['data']} [{m['split']}]: "
            f"{m['samples']} samples, {m['unreadable']} unreadable, {m['timing']['per_second']:.1f}/s "
-           f"({'Ray Data' if m['ray'] else 'in process'}, decoder {m['decoder']})"]
+           f"({'Ray Data' if m['ray'] else 'in process'}, decoder {m['decoder']}"
+           f"{', LM ' + m['lm'] if m.get('lm') else ''})"]
     if m["kind"] == "line":
         o = m["overall"]
         out.append(f"CER {o['cer']:.4f}  WER {o['wer']:.4f}  line accuracy {o['line_accuracy']:.3f}")

@@ -53,6 +53,29 @@ class RecognizerSpec:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def resolved(self, meta: dict) -> "RecognizerSpec":
+        """This spec with every decoding choice made, given the model's ``model.json`` (``meta``).
+
+        Unset fields take the model's ``"decoding"`` defaults, then the library's: ``decoder`` (else
+        greedy); ``lm``: the LM file the model names beside itself when the decoder is beam, else
+        ``"none"``; beam options. An exported directory runs with its own backend unless one is asked
+        for. Building the result gives the same recogniser as building this spec; a report can say
+        exactly how lines were read (:mod:`htr_ray.evaluation.evaluate`)."""
+        from htr_ray.io import storage
+
+        defaults = dict(meta.get("decoding") or {})
+        decoder = self.decoder or defaults.get("decoder") or "greedy"
+        lm = self.lm
+        if lm is None and decoder == "beam" and defaults.get("lm"):
+            lm = storage.join(self.model, defaults["lm"])
+        changes = {"decoder": decoder, "lm": "none" if lm in (None, "") else lm}
+        for name, value in (defaults.get("beam_options") or {}).items():
+            if name in self.BEAM_OPTIONS and getattr(self, name) is None:
+                changes[name] = value
+        if str(meta.get("format", "")).startswith("htr-ray-export") and self.backend in (None, "torch"):
+            changes.update(backend=None, quantize=None)  # the export's own backend and quantisation
+        return self.replace(**changes)
+
     def build(self):
         """The :class:`~htr_ray.recognition.recognizer.Recognizer` this spec describes."""
         from htr_ray.recognition.recognizer import Recognizer
