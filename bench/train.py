@@ -32,6 +32,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from htr_ray import paths  # noqa: E402
 from htr_ray.io import shards  # noqa: E402
 from htr_ray.training.loop import LocalContext, TrainConfig, fit, load_rows  # noqa: E402
 
@@ -46,7 +47,7 @@ CONFIGS = {
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "iam_ondb_lines"))
+    ap.add_argument("--data", default=str(paths.shared_data() / "iam_ondb_lines"), help="IAM-style folder or shards")
     ap.add_argument("--model", default="crnn_small")
     ap.add_argument("--lines", type=int, default=256, help="training lines per epoch")
     ap.add_argument("--epochs", type=int, default=2, help="epochs per run (the first includes warm-up and is not counted)")
@@ -83,13 +84,10 @@ def main(argv=None) -> int:
                         "all_samples_per_s": [round(r["samples_per_s"], 2) for r in rs],
                         "epoch_s": round(statistics.median(r["epoch_s"] for r in rs), 1), "lines_per_epoch": rs[0]["samples"]})
     if args.workers:
-        import ray
-
+        from htr_ray.distributed.runtime import ensure_ray
         from htr_ray.distributed.train import run_ray
 
-        if not ray.is_initialized():
-            ray.init(num_cpus=max(args.workers), include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+        ensure_ray(num_cpus=max(args.workers), log_to_driver=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
         for n in args.workers:
             cfg = TrainConfig(**base, batch_size=args.batch_size, threads=1, loader_threads=1, workers=n,
                               storage_path=os.path.join(tmp, "ray"), name=f"bench-{n}")

@@ -90,3 +90,16 @@ def test_readme_jobs_table_names_real_jobs_and_flags(helps):
         _, usage, _ = helps[("command", name)]
         for flag in re.findall(r"--[a-z][a-z0-9-]*", rest):
             assert re.search(rf"{re.escape(flag)}\b", usage), f"README shows `htr-ray {name} {flag}`; not a flag of it"
+
+
+def test_ray_is_started_in_one_place():
+    """Only :func:`htr_ray.distributed.runtime.ensure_ray` calls ``ray.init``: every job, shell, benchmark
+    and test fixture starts or joins Ray through it, so they all join a cluster the same way."""
+    import re
+
+    runtime = REPO / "htr_ray" / "distributed" / "runtime.py"
+    assert re.search(r"\bray\.init\(", runtime.read_text())
+    callers = [str(f.relative_to(REPO)) for folder in ("htr_ray", "jobs", "bench", "tests", "scripts")
+               for f in (REPO / folder).rglob("*.py")
+               if f != runtime and re.search(r"\bray\.init\(", f.read_text(encoding="utf-8"))]
+    assert callers == [], f"these call ray.init themselves instead of ensure_ray: {callers}"
