@@ -1,7 +1,8 @@
 """Standard outputs benchmark: what writing ALTO, PAGE-XML and hOCR costs per page, how big the files are,
 and whether every file validates against its official schema (the same schemas tests/test_formats.py uses).
 
-Pages are made of real IAM-OnDB transcriptions (``../shared/data/iam_ondb_lines/labels.tsv``), ``--lines``
+Pages are made of real IAM-OnDB transcriptions (``../shared/data/iam_ondb_lines/labels.tsv``, read by
+:mod:`htr_ray.data.labels`), ``--lines``
 per page laid out on a 1700x2200 page with polygons, baselines, per-character x and confidences, one line
 in five printed: the shape of a page the reader returns. The writers' cost depends only on that shape,
 not on the pixels.
@@ -19,7 +20,6 @@ Prints a table and writes JSON (``--out``, default work/bench/formats.json).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import importlib.metadata
 import json
@@ -33,16 +33,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from htr_ray import paths  # noqa: E402
+from htr_ray.data import labels  # noqa: E402
 from htr_ray.pages.formats import FORMATS, read_alto, render  # noqa: E402
 from htr_ray.pages.results import PageResult, TextLine  # noqa: E402
 
-LABELS = REPO.parent / "shared" / "data" / "iam_ondb_lines" / "labels.tsv"
+IAM_LINES = paths.shared_data() / "iam_ondb_lines"
 
 
 def make_pages(n_pages: int, n_lines: int, seed: int = 0) -> list[PageResult]:
-    with open(LABELS, encoding="utf-8") as f:
-        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        texts = [row["transcription"] for row in rows if row["transcription"]]
+    texts = [row.text for row in labels.read_rows(str(IAM_LINES)) if row.text]
     rng = random.Random(seed)
     pages = []
     for p in range(n_pages):
