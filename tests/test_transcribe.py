@@ -223,6 +223,66 @@ def test_single_process_path_gives_the_bulk_job_rows(tmp_path, generated_pages, 
     assert [len(ln.char_confidences) for ln in bulk[0].lines] == [len(ln.text) for ln in bulk[0].lines]
 
 
+def test_cpu_stage_returns_finished_page_rows_and_writes_page_files(tmp_path, generated_pages, line_model):
+    """The CPU stage (read, find lines, recognise, assemble in the actor) gives the rows the one-process
+    reader gives, one per page, errors included, and writes the page files before the driver commits."""
+    import pyarrow as pa
+
+    from htr_ray.pages import formats
+
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"p{i}.png"
+        path.write_bytes(png(generated_pages[i].image))
+        paths.append(str(path))
+    paths.append(str(tmp_path / "missing.png"))  # a read error: a row, not an exception
+    stage = transcribe.PageStage(RecognizerSpec(model=line_model).as_dict(), printed_filter=DEFAULT_FILTER,
+                                 output=str(tmp_path / "out"), formats=["alto", "hocr"])
+    table = stage(pa.table({"uri": paths}))
+    assert table.schema.equals(transcribe.JOB_SCHEMA)
+    rows = table.select(RESULT_SCHEMA.names).to_pylist()
+    assert [r["uri"] for r in rows] == paths
+    assert [r["status"] for r in rows] == ["ok", "ok", "error"] and rows[2]["error_kind"] == "read_error"
+    reader = PageReader(printed_filter=DEFAULT_FILTER, model=line_model)
+    for r, path in zip(rows[:2], paths):
+        (direct,) = reader.read(path, open(path, "rb").read(), stage.recognizer)
+        assert r["text"] == direct.text and r["text"]
+        assert [ln["bbox"] for ln in r["lines"]] == [ln.bbox for ln in direct.lines]
+        for fmt in ("alto", "hocr"):
+            f = tmp_path / "out" / fmt / formats.page_file_name(path, 0, fmt)
+            assert f.read_bytes() == formats.render(PageResult.from_row(r), fmt)
+    assert table.column("_files").to_pylist() == [2, 2, 0]
+    assert [json.loads(line)["uri"] for line in table.column("_json").to_pylist()] == paths
+    counts = transcribe.page_counts(table)
+    assert (counts["rows"], counts["ok"], counts["objects"], counts["errors_by_kind"]) == (3, 2, 3, {"read_error": 1})
+    assert counts["lines"] == sum(len(r["lines"]) for r in rows) > 0
+
+
+def test_part_writer_commits_whole_objects_only(tmp_path):
+    """Rows of a multi-page object that arrive in different batches wait until the object is whole."""
+    def results(uri, pages, which):
+        return transcribe.result_table([PageResult(uri=uri, page=p, pages=pages) for p in which])
+
+    writer = transcribe.PartWriter(str(tmp_path), "t")
+    writer.add(results("a.tif", 3, [2]))
+    writer.add(pa_concat(results("b.png", 1, [0]), results("a.tif", 3, [0])))
+    assert writer.ready_rows == 1 and set(writer.pending) == {"a.tif"}
+    writer.add(results("a.tif", 3, [1]))
+    assert writer.ready_rows == 4 and not writer.pending
+    assert writer.flush() == 4
+    rows = read_rows(str(tmp_path))
+    assert [(r["uri"], r["page"]) for r in rows] == [("b.png", 0), ("a.tif", 0), ("a.tif", 1), ("a.tif", 2)]
+    assert pq.read_schema(next((tmp_path / "parts").glob("*.parquet"))).remove_metadata().equals(RESULT_SCHEMA)
+    writer.add(results("c.tif", 2, [0]))
+    assert writer.release_pending() == [("c.tif", 1, 2)] and writer.flush() == 1
+
+
+def pa_concat(*tables):
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)
+
+
 def test_formats_written_per_page_once_per_rerun(ray_local, tmp_path, generated_pages, line_model):
     formats = pytest.importorskip("htr_ray.pages.formats")  # written alongside (issue 13); skips until it lands
     scans = tmp_path / "scans"

@@ -12,14 +12,16 @@ untouched. The actor drops ``crop`` (images do not travel further) and adds ``te
 is empty, is not read) and ``seconds`` (its share of the model time). A model failure on a batch is
 not an exception: every row of the batch gets ``error = "recognition_failed: ..."``.
 
-Producers: the bulk job (:mod:`htr_ray.distributed.transcribe`, crops from
-:meth:`htr_ray.pages.reader.PageReader.prepare`) and evaluation (:func:`htr_ray.evaluation.evaluate.predict_ray`,
+Producers: the bulk job's GPU path (:mod:`htr_ray.distributed.transcribe`, crops from
+:meth:`htr_ray.pages.reader.PageReader.prepare`; on CPU its :class:`~htr_ray.distributed.transcribe.PageStage`
+subclass reads whole pages with the recogniser built here) and evaluation (:func:`htr_ray.evaluation.evaluate.predict_ray`,
 crops of shard samples).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import numpy as np
@@ -50,6 +52,18 @@ def crop_from(data: bytes, h: int, w: int) -> np.ndarray | None:
     return np.frombuffer(data, np.uint8).reshape(h, w)
 
 
+def pin_threads(threads: int = 1) -> None:
+    """One actor per core: OpenCV, and torch when this process has imported it (the torch backend, a
+    learned line finder), run ``threads`` intra-op threads. ONNX Runtime takes its count from the spec.
+    Torch is not imported here for nothing: the ONNX path runs without it."""
+    import cv2
+
+    cv2.setNumThreads(int(threads))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(threads))
+
+
 class RecognizerActor:
     """Ray Data callable class: a recogniser built once per actor from a spec, reading line rows."""
 
@@ -60,12 +74,10 @@ class RecognizerActor:
             spec = RecognizerSpec(**spec)
         if threads and not spec.threads:
             spec = spec.replace(threads=int(threads))
-        if spec.threads:
-            import torch
-
-            torch.set_num_threads(int(spec.threads))
         self.spec = spec
         self.recognizer = spec.build()
+        if spec.threads:
+            pin_threads(int(spec.threads))
 
     def recognize(self, crops):
         """The recogniser's results for gray line images (what ``__call__`` does per batch)."""

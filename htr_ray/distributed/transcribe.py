@@ -1,19 +1,28 @@
 """Bulk transcription of an archive with Ray Data, on the page reader (:mod:`htr_ray.pages.reader`).
 
-    list scans -> read + prepare (tasks: decode, find lines, deskew, crop) -> recognise (an actor pool of
-    :class:`~htr_ray.distributed.actors.RecognizerActor`, one thread each) -> assemble (driver) -> part files
+On CPU (the default):
 
-The prepare stage emits one row per *line* (its crop, a few kB) plus one small header row per page (the
-page's geometry as JSON, or its error); whole pages never enter the object store. The actors read
-batches of ``--lines-per-batch`` lines, which fill across pages and objects; the recogniser sorts each
-batch by width. The driver gathers a page's line results and its header and assembles the
-:class:`~htr_ray.pages.results.PageResult` with :meth:`PageReader.assemble`.
+    list scans -> read, find lines, recognise, assemble (an actor pool of :class:`PageStage`, one per core,
+    one thread each) -> finished page rows -> the driver commits part files
 
-Exactly-once output: the driver writes result rows in *part files* that hold only whole input objects
-(every page of a multi-page TIFF together). Each part is written JSONL first, then the page files of
-``--formats`` (ALTO, PAGE-XML, hOCR: one per page, deterministic names, so a rerun overwrites), then
-Parquet; the Parquet file is the commit. A rerun reads the committed parts, skips the objects they
-hold, and deletes JSONL parts that never got their Parquet twin. So a driver killed at any moment loses
+Each actor takes a block of ``--objects-per-block`` objects and reads it with
+:meth:`PageReader.read_many <htr_ray.pages.reader.PageReader.read_many>` (the lines of all the block's
+pages batched together, each page assembled by :meth:`PageReader.assemble`); it renders and writes the
+``--formats`` page files of its pages itself, and returns one result row per page
+(:data:`htr_ray.pages.results.RESULT_SCHEMA`) with its JSONL line. Nothing but page rows reaches the
+driver, which only buffers them per object and commits parts.
+
+With ``--gpus-per-worker``: read + prepare (CPU tasks, :func:`prepare_stage`: one row per line crop plus
+one small header row per page) -> recognise (an autoscaling pool of GPU
+:class:`~htr_ray.distributed.actors.RecognizerActor` s, ``--lines-per-batch`` lines a call, filling across
+pages) -> the driver gathers a page's lines and header and assembles it (:class:`PageAssembler`, the same
+:meth:`PageReader.assemble`), then writes its page files.
+
+Exactly-once output: result rows are committed in *part files* that hold only whole input objects
+(every page of a multi-page TIFF together). The ``--formats`` page files of a part's pages (one per page,
+deterministic names, so a rerun overwrites them) are written before the part; each part is written
+JSONL first, then Parquet; the Parquet file is the commit. A rerun skips the objects committed parts
+hold and deletes JSONL parts that never got their Parquet twin. So a driver killed at any moment loses
 at most the rows it had not yet committed, and a rerun adds exactly those: one row per page, none
 missing, none twice.
 
@@ -32,10 +41,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from htr_ray import config
-from htr_ray.distributed.actors import RecognizerActor, crop_columns
+from htr_ray.distributed.actors import RecognizerActor, crop_columns, pin_threads
 from htr_ray.io import images, storage
 from htr_ray.layout.printed import DEFAULT_FILTER
 from htr_ray.pages import results as res
@@ -44,7 +54,7 @@ from htr_ray.recognition.spec import DEFAULT_LINE_MODEL, RecognizerSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_LINE_MODEL", "TranscribeConfig", "Summary", "run", "committed_rows", "prepare_stage"]
+__all__ = ["DEFAULT_LINE_MODEL", "TranscribeConfig", "Summary", "run", "committed_rows", "prepare_stage", "PageStage"]
 
 # Between the prepare stage and the driver: one row per line (crop set) or per page (header: crop empty).
 LINE_ROWS = pa.schema([
@@ -122,7 +132,8 @@ def _filter_uri(uri: str | None) -> str | None:
 
 def prepare_stage(batch: pa.Table, line_finder: str = "auto", printed_filter: str | None = None,
                   max_pixels: int = images.DEFAULT_MAX_PIXELS) -> pa.Table:
-    """Task stage: URIs in; per page a header row and one row per line crop out (or one error row)."""
+    """GPU path, task stage: URIs in; per page a header row and one row per line crop out (or one error row)."""
+    pin_threads(1)  # one task per CPU
     reader = PageReader(line_finder, printed_filter=printed_filter, max_pixels=max_pixels)
     rows = {name: [] for name in LINE_ROWS.names}
 
@@ -150,9 +161,37 @@ def prepare_stage(batch: pa.Table, line_finder: str = "auto", printed_filter: st
     return pa.Table.from_pydict(rows, schema=LINE_ROWS)
 
 
+class PageStage(RecognizerActor):
+    """CPU stage: a block of URIs in, one finished result row per page out (:func:`result_table`).
+
+    Reads each object, then :meth:`PageReader.read_many` prepares every page (decode, find lines, deskew,
+    crop), recognises the lines of all the block's pages in one call and assembles each page; the page
+    files of ``formats`` are written here, under ``output``, before the rows go back to the driver."""
+
+    def __init__(self, spec, threads: int | None = 1, line_finder: str = "auto", printed_filter: str | None = None,
+                 max_pixels: int = images.DEFAULT_MAX_PIXELS, output: str | None = None, formats=()):
+        super().__init__(spec, threads)
+        self.reader = PageReader(line_finder, printed_filter=printed_filter, max_pixels=max_pixels,
+                                 model=self.spec.model)
+        self.reader.finder  # noqa: B018  loaded now, not in the first call's time
+        pin_threads(int(self.spec.threads or 1))  # again: the learned finder imports torch
+        self.output, self.formats = output, list(formats or [])
+        if self.formats and not output:
+            raise ValueError("page files need an output prefix")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        items = []
+        for uri in batch.column("uri").to_pylist():
+            try:
+                items.append((uri, storage.read_bytes(uri), None))
+            except storage.StorageError as exc:
+                items.append((uri, None, str(exc)))
+        return result_table(self.reader.read_many(items, self.recognizer), self.output, self.formats)
+
+
 class PageAssembler:
-    """Driver side: gathers each page's header and line results; a page is assembled (by the reader)
-    as soon as all of its lines are back."""
+    """GPU path, driver side: gathers each page's header and line results; a page is assembled (by the
+    reader) as soon as all of its lines are back."""
 
     def __init__(self, model: str):
         self.reader = PageReader(model=model)  # assembling loads no line finder
@@ -185,29 +224,34 @@ class PageAssembler:
 
 # -------------------------------------------------------------------------------------- the output
 
+# What a stage hands the driver: the result row and, beside it, its JSONL line and how many page files
+# were written for it (dropped before the Parquet commit).
+JOB_SCHEMA = pa.schema(list(res.RESULT_SCHEMA) + [pa.field("_json", pa.string()), pa.field("_files", pa.int32())])
+
 
 def parts_prefix(output: str) -> str:
     return storage.join(output, "parts")
 
 
-def committed_rows(output: str, columns=("uri", "page", "pages", "status", "error_kind")) -> list[dict]:
-    rows = []
+def list_parts(output: str, suffixes=(".parquet",)) -> list[str]:
     try:
-        parts = storage.list_uris(parts_prefix(output), suffixes=(".parquet",))
+        return storage.list_uris(parts_prefix(output), suffixes=suffixes)
     except storage.StorageError:  # no output yet
-        parts = []
-    for uri in parts:
+        return []
+
+
+def committed_rows(output: str, columns=("uri", "page", "pages", "status", "error_kind")) -> list[dict]:
+    """Every committed result row as dicts (small outputs: demos, tests, benchmarks; the job itself
+    never holds all rows)."""
+    rows = []
+    for uri in list_parts(output):
         rows.extend(pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=list(columns)).to_pylist())
     return rows
 
 
 def clean_uncommitted(output: str) -> int:
     """Delete JSONL parts whose Parquet twin was never written (the driver died in between)."""
-    prefix = parts_prefix(output)
-    try:
-        listed = storage.list_uris(prefix)
-    except storage.StorageError:
-        return 0
+    listed = list_parts(output, suffixes=None)
     parquet = {u[: -len(".parquet")] for u in listed if u.endswith(".parquet")}
     removed = 0
     for u in listed:
@@ -238,50 +282,119 @@ def format_file_uri(output: str, uri: str, page: int, fmt: str) -> str:
     return storage.join(output, fmt, fmt_module.page_file_name(uri, page, fmt))
 
 
-class PartWriter:
-    """Buffers result rows per input object and commits whole objects as part files."""
+def write_page_files(output: str, result: res.PageResult, formats: list[str]) -> int:
+    """The page's file in each format, under its deterministic name; none for an error page (its reason
+    is in the results). Returns the number written."""
+    if not formats or not result.ok:
+        return 0
+    from htr_ray.pages import formats as fmt_module
 
-    def __init__(self, output: str, run_id: str, formats: list[str] | None = None):
-        self.output, self.run_id = output, run_id
-        self.formats = list(formats or [])
-        self.pending: dict[str, list[dict]] = defaultdict(list)
-        self.ready: list[dict] = []
-        self.count = 0
-        self.format_files = 0
+    for fmt in formats:
+        storage.write_bytes(format_file_uri(output, result.uri, result.page, fmt), fmt_module.render(result, fmt))
+    return len(formats)
 
-    def add(self, row: dict) -> None:
-        rows = self.pending[row["uri"]]
+
+def result_table(results: list[res.PageResult], output: str | None = None, formats=()) -> pa.Table:
+    """Page results -> the rows a stage hands the driver (:data:`JOB_SCHEMA`), their page files
+    written first."""
+    rows, lines, files = [], [], []
+    for r in results:
+        row = r.to_row()
+        files.append(write_page_files(output, r, list(formats)) if formats else 0)
         rows.append(row)
-        if len(rows) >= max(1, int(row["pages"])):
-            self.ready.extend(sorted(rows, key=lambda r: r["page"]))
-            del self.pending[row["uri"]]
+        lines.append(json.dumps(row, ensure_ascii=False))
+    table = pa.Table.from_pylist(rows, schema=res.RESULT_SCHEMA)
+    return table.append_column(JOB_SCHEMA.field("_json"), pa.array(lines, pa.string())) \
+        .append_column(JOB_SCHEMA.field("_files"), pa.array(files, pa.int32()))
 
-    def _write_formats(self) -> None:
-        if not self.formats:
+
+def page_counts(table: pa.Table) -> dict:
+    """Counts over result rows, in Arrow: rows, objects (rows of page 0: every object has exactly one),
+    ok, lines and pages without lines (ok pages), errors by kind, and summed stage seconds of ok pages
+    (for the ones the table holds)."""
+    n = table.num_rows
+    out = {"rows": n, "objects": 0, "ok": 0, "lines": 0, "without_text": 0, "errors_by_kind": {}, "stages": {}}
+    if not n:
+        return out
+    names = table.column_names
+    if "page" in names:
+        out["objects"] = int(pc.sum(pc.equal(table.column("page"), 0)).as_py() or 0)
+    ok = pc.fill_null(pc.equal(table.column("status"), res.OK), False)
+    out["ok"] = int(pc.sum(ok).as_py() or 0)
+    if "error_kind" in names and out["ok"] < n:
+        counts = pc.value_counts(table.column("error_kind").filter(pc.invert(ok))).to_pylist()
+        out["errors_by_kind"] = {c["values"] or "": int(c["counts"]) for c in counts}
+    if "lines" in names and out["ok"]:
+        per_page = pc.fill_null(pc.list_value_length(table.column("lines").filter(ok)), 0)
+        out["lines"] = int(pc.sum(per_page).as_py() or 0)
+        out["without_text"] = int(pc.sum(pc.equal(per_page, 0)).as_py() or 0)
+    if "timings" in names and out["ok"]:
+        flat = table.select(["timings"]).filter(ok).flatten()
+        out["stages"] = {c.split(".", 1)[1]: float(pc.sum(flat.column(c)).as_py() or 0.0) for c in flat.column_names}
+    return out
+
+
+class PartWriter:
+    """Buffers result rows (Arrow tables of :data:`JOB_SCHEMA`) until their object is whole, and commits
+    whole objects as part files: JSONL, then Parquet (the commit)."""
+
+    def __init__(self, output: str, run_id: str):
+        self.output, self.run_id = output, run_id
+        self.pending: dict[str, list[pa.Table]] = {}  # rows of objects not yet whole
+        self.pending_rows: Counter = Counter()
+        self.ready: list[pa.Table] = []
+        self.ready_rows = 0
+        self.count = 0
+
+    def _ready(self, table: pa.Table) -> None:
+        self.ready.append(table)
+        self.ready_rows += table.num_rows
+
+    def add(self, table: pa.Table) -> None:
+        if not table.num_rows:
             return
-        from htr_ray.pages import formats as fmt_module
+        table = table.select(JOB_SCHEMA.names).cast(JOB_SCHEMA)
+        uris, pages = table.column("uri").to_pylist(), table.column("pages").to_pylist()
+        seen: Counter = Counter(uris)
+        expect = dict(zip(uris, pages))
+        held = [u for u, n in seen.items() if u in self.pending or n < max(1, int(expect[u] or 1))]
+        if not held:  # the usual case: a stage returns whole objects
+            self._ready(table)
+            return
+        held_set = set(held)
+        whole = [i for i, u in enumerate(uris) if u not in held_set]
+        if whole:
+            self._ready(table.take(whole))
+        for u in held:
+            self.pending.setdefault(u, []).append(table.take([i for i, v in enumerate(uris) if v == u]))
+            self.pending_rows[u] += seen[u]
+            if self.pending_rows[u] >= max(1, int(expect[u] or 1)):
+                self._ready(pa.concat_tables(self.pending.pop(u)).sort_by("page"))
+                del self.pending_rows[u]
 
-        for row in self.ready:
-            if row["status"] != res.OK:
-                continue  # an error row has no page to describe; its reason is in the results
-            page = res.PageResult.from_row(row)
-            for fmt in self.formats:
-                storage.write_bytes(format_file_uri(self.output, row["uri"], row["page"], fmt),
-                                    fmt_module.render(page, fmt))
-                self.format_files += 1
+    def release_pending(self) -> list[tuple[str, int, int]]:
+        """Objects still missing pages (uri, pages got, pages expected), moved to the next part: for the
+        end of a run, where they can only mean a row went missing; reported, never dropped."""
+        out = []
+        for u, tables in self.pending.items():
+            t = pa.concat_tables(tables).sort_by("page")
+            out.append((u, t.num_rows, int(t.column("pages")[0].as_py() or 1)))
+            self._ready(t)
+        self.pending.clear()
+        self.pending_rows.clear()
+        return out
 
     def flush(self) -> int:
         if not self.ready:
             return 0
+        table = pa.concat_tables(self.ready)
         base = storage.join(parts_prefix(self.output), f"part-{self.run_id}-{self.count:05d}")
-        table = pa.Table.from_pylist(self.ready, schema=res.RESULT_SCHEMA)
-        storage.write_text(base + ".jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.ready))
-        self._write_formats()  # before the commit: a rerun rewrites them under the same names
+        storage.write_text(base + ".jsonl", "\n".join(table.column("_json").to_pylist()) + "\n")
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(table.select(res.RESULT_SCHEMA.names), sink, compression="zstd")
         storage.write_bytes(base + ".parquet", sink.getvalue())  # the commit
-        n = len(self.ready)
-        self.ready, self.count = [], self.count + 1
+        n = table.num_rows
+        self.ready, self.ready_rows, self.count = [], 0, self.count + 1
         return n
 
 
@@ -343,70 +456,71 @@ def _execute(cfg: TranscribeConfig, todo: list[str], summary: Summary, formats: 
 
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
     spec = actor_spec(cfg)
-    # Blocks of --objects-per-block URIs. On CPU, Ray Data fuses the prepare stage into the actors (same
-    # resources): each actor prepares a block's pages and reads their lines in batches that fill across
-    # those pages, and no crop is serialised at all; a fixed pool of one actor per core keeps every core
-    # busy from the start. GPU actors stay apart: CPU tasks prepare, an autoscaling pool of GPU actors
-    # reads the crops that come through the object store.
     gpu = cfg.gpus_per_worker > 0
     per_block = max(1, int(cfg.objects_per_block))
     ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, -(-len(todo) // per_block)))
-    ds = ds.map_batches(prepare_stage, batch_size=1, batch_format="pyarrow", num_cpus=1,
-                        fn_kwargs={"line_finder": cfg.line_finder, "printed_filter": _filter_uri(cfg.printed_filter),
-                                   "max_pixels": cfg.max_pixels})
-    pool = (ray.data.ActorPoolStrategy(min_size=1, max_size=summary.workers) if gpu
-            else ray.data.ActorPoolStrategy(size=summary.workers))
-    ds = ds.map_batches(
-        RecognizerActor, fn_constructor_kwargs={"spec": spec.as_dict(), "threads": spec.threads or 1},
-        # fused on CPU, a batch size would also size the task's *input* (URIs) and put them all into one
-        # task; without one, a task is one block and its batch is the lines of the block's pages
-        batch_size=max(1, int(cfg.lines_per_batch)) if gpu else None, batch_format="pyarrow", compute=pool,
-        **({"num_gpus": cfg.gpus_per_worker} if gpu else {"num_cpus": 1}),
-    )
-    assembler = PageAssembler(cfg.recognizer.model)
-    writer = PartWriter(cfg.output, run_id, formats)
+    finder = {"line_finder": cfg.line_finder, "printed_filter": _filter_uri(cfg.printed_filter),
+              "max_pixels": cfg.max_pixels}
+    if gpu:
+        # CPU tasks prepare; an autoscaling pool of GPU actors reads the crops that come through the object
+        # store, --lines-per-batch a call; the driver assembles pages
+        ds = ds.map_batches(prepare_stage, batch_size=1, batch_format="pyarrow", num_cpus=1, fn_kwargs=finder)
+        ds = ds.map_batches(RecognizerActor, fn_constructor_kwargs={"spec": spec.as_dict(), "threads": spec.threads or 1},
+                            batch_size=max(1, int(cfg.lines_per_batch)), batch_format="pyarrow",
+                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=summary.workers),
+                            num_gpus=cfg.gpus_per_worker)
+    else:
+        # one actor per core, each reading whole blocks of --objects-per-block objects into page rows; a
+        # fixed pool keeps every core busy from the start. No batch size: a call is one block (a batch size
+        # would also size the task's input and could put many blocks into one call)
+        ds = ds.map_batches(PageStage, batch_size=None, batch_format="pyarrow", num_cpus=1,
+                            compute=ray.data.ActorPoolStrategy(size=summary.workers),
+                            fn_constructor_kwargs={"spec": spec.as_dict(), "threads": spec.threads or 1,
+                                                   "output": cfg.output, "formats": formats, **finder})
+    assembler = PageAssembler(cfg.recognizer.model) if gpu else None
+    writer = PartWriter(cfg.output, run_id)
+    totals = {"errors": Counter(), "stages": Counter()}
     last_flush = last_report = time.time()
-    errors: Counter = Counter()
-    stages: Counter = Counter()
 
-    def take(result: res.PageResult) -> None:
-        summary.pages += 1
-        if result.ok:
-            summary.pages_ok += 1
-            summary.lines += len(result.lines)
-            summary.pages_without_text += not result.lines
-            stages.update(result.timings)
-        else:
-            errors[result.error_kind] += 1
-        writer.add(result.to_row())
+    def take(table: pa.Table) -> None:
+        c = page_counts(table)
+        summary.pages += c["rows"]
+        summary.pages_ok += c["ok"]
+        summary.lines += c["lines"]
+        summary.pages_without_text += c["without_text"]
+        summary.format_files += int(pc.sum(table.column("_files")).as_py() or 0) if table.num_rows else 0
+        totals["errors"].update(c["errors_by_kind"])
+        totals["stages"].update(c["stages"])
+        writer.add(table)
+
+    def assemble(batch: pa.Table) -> pa.Table:  # GPU path: line rows -> the pages they complete
+        done = [r for r in map(assembler.add, batch.to_pylist()) if r is not None]
+        return result_table(done, cfg.output, formats)
 
     t_start = time.time()
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            result = assembler.add(row)
-            if result is not None:
-                take(result)
-        if not summary.first_batch_seconds:
+        take(assemble(batch) if gpu else batch)
+        if not summary.first_batch_seconds and summary.pages:
             summary.first_batch_seconds, summary.first_batch_pages = round(time.time() - t_start, 3), summary.pages
         now = time.time()
-        if len(writer.ready) >= cfg.flush_pages or now - last_flush >= cfg.flush_seconds:
+        if writer.ready_rows >= cfg.flush_pages or now - last_flush >= cfg.flush_seconds:
             writer.flush()
             last_flush = now
         if now - last_report >= cfg.progress_seconds:
             on_progress(f"  {summary.pages} pages done ({len(todo)} files to do), {summary.lines} lines, "
-                        f"{sum(errors.values())} errors")
+                        f"{sum(totals['errors'].values())} errors")
             last_report = now
-    for uri, page in assembler.incomplete():  # cannot happen unless a row went missing: an error row, not a gap
-        log.error("%s page %d: not all of its lines came back", uri, page)
-        header = assembler.headers.get((uri, page))
-        take(res.PageResult.failed(uri, "incomplete", "not all of the page's lines came back from the recognisers",
-                                   page, header.pages if header else 1, cfg.recognizer.model))
-    if writer.pending:  # cannot happen unless a page row went missing: report, never drop silently
-        for uri, rows in writer.pending.items():
-            log.error("object %s: got %d of %d pages", uri, len(rows), rows[0]["pages"])
-            writer.ready.extend(rows)
+    if assembler is not None and assembler.incomplete():  # cannot happen unless a row went missing: an error row, not a gap
+        lost = []
+        for uri, page in assembler.incomplete():
+            log.error("%s page %d: not all of its lines came back", uri, page)
+            header = assembler.headers.get((uri, page))
+            lost.append(res.PageResult.failed(uri, "incomplete", "not all of the page's lines came back from the "
+                                              "recognisers", page, header.pages if header else 1, cfg.recognizer.model))
+        take(result_table(lost))
+    for uri, got, expected in writer.release_pending():  # cannot happen unless a page row went missing
+        log.error("object %s: got %d of %d pages", uri, got, expected)
     writer.flush()
     summary.parts_written = writer.count
-    summary.format_files = writer.format_files
-    summary.errors_by_kind = dict(errors)
-    summary.stage_seconds = {k: round(v, 4) for k, v in stages.items()}
+    summary.errors_by_kind = dict(totals["errors"])
+    summary.stage_seconds = {k: round(v, 4) for k, v in totals["stages"].items()}
