@@ -237,15 +237,9 @@ class _Sheet(_Page):
         h, w = a.shape
         if w >= self.w - 4 or h >= self.h - 4:
             return False
-        x = min(max(x, 2), self.w - w - 2)
-        y = min(max(y, 2), self.h - h - 2)
-        region = self.hand[y:y + h, x:x + w]
-        np.maximum(region, a, out=region)
-        rows = np.flatnonzero(a.max(axis=1) > 0.15)
-        cols = np.flatnonzero(a.max(axis=0) > 0.15)
-        if rows.size == 0:
+        box, y = self.put_ink(a, x, y)
+        if box is None:
             return False
-        box = [x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1]
         self.lines.append({"text": text, "bbox": box})
         self.all_lines.append({"text": text, "kind": HANDWRITTEN, "box0": box, "core0": (y + top, y + bot), "source": source})
         return True

@@ -107,6 +107,14 @@ class _Page:
             base *= f
         x = int(x + self.rng.integers(0, 12))
         y = int(round(baseline - base - self.rng.uniform(0, 4)))
+        box, _ = self.put_ink(a, x, y)
+        if box is None:
+            raise ValueError(f"handwritten line {s!r} has no ink")
+        self.lines.append({"text": s, "bbox": box})
+
+    def put_ink(self, a: np.ndarray, x: int, y: int) -> tuple[list[int] | None, int]:
+        """Add ink coverage ``a`` to the handwriting layer with its top left near (x, y), kept 2 px
+        inside the page: (the box of its ink, or None when it has none; the y it was put at)."""
         h, w = a.shape
         x = min(max(x, 2), self.w - w - 2)
         y = min(max(y, 2), self.h - h - 2)
@@ -115,8 +123,8 @@ class _Page:
         rows = np.flatnonzero(a.max(axis=1) > 0.15)
         cols = np.flatnonzero(a.max(axis=0) > 0.15)
         if rows.size == 0:
-            raise ValueError(f"handwritten line {s!r} has no ink")
-        self.lines.append({"text": s, "bbox": [x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1]})
+            return None, y
+        return [x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1], y
 
     def logo(self, cx: int, cy: int, r: int, kind: int, letters: str = "") -> None:
         d, shade = self.draw, self.print_shade
