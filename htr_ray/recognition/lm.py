@@ -170,14 +170,7 @@ class CharNgramLM:
 
     def logprob(self, history: str, ch: str) -> float:
         """ln P(ch | the last order-1 characters of ``history``); history is the text so far."""
-        ctx = self._context(history)
-        key = (ctx, ch)
-        v = self._cache.get(key)
-        if v is None:
-            v = math.log(self._prob(ctx, ch))
-            if len(self._cache) < 2_000_000:
-                self._cache[key] = v
-        return v
+        return self.context_logprob(self._context(history), ch)
 
     # context-based interface used by beam search (the context is carried with each prefix)
     def start_context(self) -> str:
