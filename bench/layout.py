@@ -7,10 +7,16 @@ Pages (htr_ray.data.synth.layout_pages.compose_page, split ``test``: held-out IA
 
 Scores (htr_ray.evaluation.line_finding, on filled polygons, every line printed or handwritten): precision,
 recall and F1 at IoU 0.5, split rate, merge rate, kind accuracy of the matched lines, and the share of
-the handwritten fields of cheques and prescriptions found as one line. Time: CPU ms per page of
-``find`` with one torch thread, and a separate timing on pages resized to 1700x2200.
+the handwritten fields of cheques and prescriptions found as one line. Time: CPU ms (this thread) per page of
+``find`` with one thread, and a separate timing on pages resized to 1700x2200.
 
     python bench/layout.py --pages 12 --json work/bench/layout.json
+    python bench/layout.py --pages 12 --groups forms\ real,generated --dump work/bench/layout_fails
+
+The learned finder's time is also split into its parts (``LearnedLineFinder.last_timings``: shrink +
+network, maps to lines, geometry + reading order). ``--dump DIR`` writes every cheque / prescription page
+with a handwritten field not found as one line: truth outlines in green, found lines in red
+(handwritten) or blue (printed), the failing fields' truth thick.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ def finders(args):
         from htr_ray.layout.finder import LearnedLineFinder
 
         out["learned"] = LearnedLineFinder.from_uri(args.model)
-    out["opencv"] = OpenCVLineFinder(printed_filter=None)
+    if not args.no_opencv:
+        out["opencv"] = OpenCVLineFinder(printed_filter=None)
     if args.with_filter:
         from htr_ray.layout.printed import DEFAULT_FILTER
 
@@ -57,6 +64,8 @@ def run(args) -> dict:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     fs = finders(args)
+    if args.dump:
+        os.makedirs(args.dump, exist_ok=True)
     scores = {n: {} for n in fs}
     fields = {n: [] for n in fs}
     cpu = {n: [] for n in fs}
@@ -72,31 +81,41 @@ def run(args) -> dict:
             tk = [ln["kind"] for ln in page.lines]
             domain = page.meta.get("domain", "")
             for name, f in fs.items():
-                t = time.process_time()
+                t = time.thread_time()
                 lay = f.find(page.image)
-                cpu[name].append(time.process_time() - t)
+                cpu[name].append(time.thread_time() - t)
                 found = [points_to_input(ln.outline(), lay.angle, (W, H)) for ln in lay.lines]
                 sc = score_page(truth, found, truth_kinds=tk, found_kinds=[ln.kind for ln in lay.lines])
                 scores[name].setdefault(kind, []).append(sc)
                 if domain in ("cheque", "prescription"):
-                    fields[name] += [ok for ok, ln in zip(sc["one_line"], page.lines) if ln["kind"] == "handwritten"]
+                    oks = [ok for ok, ln in zip(sc["one_line"], page.lines) if ln["kind"] == "handwritten"]
+                    fields[name] += oks
+                    if args.dump and not all(oks):
+                        bad = [t for ok, t, ln in zip(sc["one_line"], truth, page.lines) if not ok and ln["kind"] == "handwritten"]
+                        dump(os.path.join(args.dump, f"{name}-{kind}-{args.seed + seed}.png"), page.image, truth, bad,
+                             found, [ln.kind for ln in lay.lines])
     result = {"split": args.split, "pages_per_kind": args.pages, "finders": {}}
     for name in fs:
         per_kind = {k: summarise(v) for k, v in scores[name].items()}
         groups = {g: summarise([s for k in GROUPS[g] for s in scores[name].get(k, [])]) for g in args.groups}
-        timing = []
+        timing, parts = [], []
         for img in big:
             for _ in range(args.repeats):
-                t, w = time.process_time(), time.perf_counter()
+                t, w, pt = time.thread_time(), time.perf_counter(), time.process_time()
                 fs[name].find(img)
-                timing.append((time.process_time() - t, time.perf_counter() - w))
+                timing.append((time.thread_time() - t, time.perf_counter() - w, time.process_time() - pt))
+                if getattr(fs[name], "last_timings", None):
+                    parts.append(dict(fs[name].last_timings))
         result["finders"][name] = {
             "groups": groups, "kinds": per_kind,
             "fields_one_line": float(np.mean(fields[name])) if fields[name] else None, "fields": len(fields[name]),
             "cpu_ms_per_page": 1000 * float(np.mean(cpu[name])),
-            "cpu_ms_1700x2200_median": 1000 * float(np.median([c for c, _ in timing])) if timing else None,
-            "cpu_ms_1700x2200_min": 1000 * float(np.min([c for c, _ in timing])) if timing else None,
-            "wall_ms_1700x2200_median": 1000 * float(np.median([w for _, w in timing])) if timing else None,
+            "cpu_ms_1700x2200_median": 1000 * float(np.median([c for c, _, _ in timing])) if timing else None,
+            "cpu_ms_1700x2200_min": 1000 * float(np.min([c for c, _, _ in timing])) if timing else None,
+            "wall_ms_1700x2200_median": 1000 * float(np.median([w for _, w, _ in timing])) if timing else None,
+            # every thread of the process: equal to the above unless the finder ran work on other threads
+            "process_cpu_ms_1700x2200_median": 1000 * float(np.median([p for _, _, p in timing])) if timing else None,
+            "parts_ms_1700x2200_median": {k: 1000 * float(np.median([p[k] for p in parts])) for k in parts[0]} if parts else None,
         }
     return result
 
@@ -114,7 +133,34 @@ def table(result: dict) -> str:
         f = f"{100 * r['fields_one_line']:.1f} % of {r['fields']}" if r["fields_one_line"] is not None else "-"
         t = f"{r['cpu_ms_1700x2200_median']:.0f} ({r['cpu_ms_1700x2200_min']:.0f})" if r["cpu_ms_1700x2200_median"] else "-"
         rows.append(f"| {name} | {f} | {r['cpu_ms_per_page']:.0f} | {t} |")
+    for name, r in result["finders"].items():
+        if r.get("parts_ms_1700x2200_median"):
+            rows.append(f"\n{name}, CPU ms per 1700x2200 page by part (median): "
+                        + ", ".join(f"{k} {v:.1f}" for k, v in r["parts_ms_1700x2200_median"].items()))
+    if "load" in result:
+        rows.append(f"load average {result['load'][0]:.2f} / {result['load'][1]:.2f} at start / end, {os.cpu_count()} cores")
     return "\n".join(rows)
+
+
+def dump(path: str, image: np.ndarray, truth, bad, found, found_kinds) -> None:
+    """A page with truth outlines (green; the failing fields thick) and found lines (red handwritten,
+    blue printed)."""
+    rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+
+    def poly(p):
+        a = np.asarray(p, np.float64)
+        if a.ndim == 1:
+            x0, y0, x1, y1 = a
+            a = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+        return [np.round(a).astype(np.int32).reshape(-1, 1, 2)]
+
+    for t in truth:
+        cv2.polylines(rgb, poly(t), True, (0, 170, 0), 1)
+    for t in bad:
+        cv2.polylines(rgb, poly(t), True, (0, 170, 0), 4)
+    for f, k in zip(found, found_kinds):
+        cv2.polylines(rgb, poly(f), True, (200, 0, 0) if k == "printed" else (0, 0, 230), 2)
+    cv2.imwrite(path, rgb)
 
 
 def main(argv=None) -> int:
@@ -127,13 +173,17 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--groups", default=",".join(GROUPS), help="page groups: " + ", ".join(GROUPS))
     ap.add_argument("--with-filter", action="store_true", help="also the OpenCV segmenter + printed-text filter")
+    ap.add_argument("--no-opencv", action="store_true", help="the learned finder only")
     ap.add_argument("--timing-pages", type=int, default=3, help="composed real pages resized to 1700x2200 for timing")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default="")
+    ap.add_argument("--dump", default="", help="write the cheque / prescription pages with a failing field here")
     args = ap.parse_args(argv)
     args.groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     t0 = time.time()
+    load0 = os.getloadavg()[0]
     result = run(args)
+    result["load"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     result["command"] = "python bench/layout.py " + " ".join(sys.argv[1:] if argv is None else argv)
     result["seconds"] = round(time.time() - t0, 1)
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -148,3 +148,81 @@ def test_label_fused_to_its_field_is_cut_where_the_printed_map_changes():
     m[2, 20:36, 10:40] = 1.0  # the first 30 columns of the one body component are print
     lines = finder.maps_to_lines(m)
     assert sorted((ln["kind"], round(ln["box"][0])) for ln in lines) == [(HANDWRITTEN, 40), (PRINTED, 10)]
+
+
+def test_a_clearly_printed_sign_fused_to_its_field_is_its_own_line():
+    # "$" (one x-height wide, clearly printed) fused to the amount: too short for a line of two x-heights,
+    # long enough for a label
+    m = _maps(60, 200, [(10, 120, 30, 6, False, 0)])
+    m[2, 18:38, 10:17] = 0.95
+    lines = finder.maps_to_lines(m)
+    assert sorted((ln["kind"], round(ln["box"][0])) for ln in lines) == [(HANDWRITTEN, 17), (PRINTED, 10)]
+    # the same run, unsure (0.6): a blot in the handwriting, not a label
+    m[2, 18:38, 10:17] = 0.6
+    assert [ln["kind"] for ln in finder.maps_to_lines(m)] == [HANDWRITTEN]
+
+
+def test_an_unsure_label_beside_its_field_is_not_joined_to_it():
+    # a label the printed map is unsure of (0.4: below the printed threshold) one x-height before its field
+    m = _maps(60, 200, [(10, 30, 30, 4, False, 0), (35, 150, 30, 4, False, 0)])
+    m[2, 20:36, 10:30] = 0.4
+    lines = finder.maps_to_lines(m)
+    assert sorted(round(ln["box"][0]) for ln in lines) == [10, 35]
+    m[2, 20:36, 10:30] = 0.0  # two handwritten words with the same gap: one line
+    assert len(finder.maps_to_lines(m)) == 1
+
+
+def test_a_descender_caught_on_its_own_is_part_of_its_line_and_edge_blobs_are_not_lines():
+    m = _maps(80, 200, [(10, 180, 30, 5, False, 0)])
+    m[0, 32:35, 60:66] = 1.0  # a descender loop's own small body just below the baseline
+    m[0, 40:60, 196:200] = 1.0  # a dark page edge
+    m[1, 38:62, 194:200] = 1.0
+    lines = finder.maps_to_lines(m)
+    assert len(lines) == 1
+    assert lines[0]["box"][3] >= 35 and lines[0]["box"][2] <= 182
+    # a short word of the next line (pitch 2.2 x-heights) stays its own line
+    m = _maps(80, 200, [(10, 180, 30, 5, False, 0), (10, 30, 41, 5, False, 0)])
+    assert len(finder.maps_to_lines(m)) == 2
+
+
+def test_a_line_does_not_grow_along_a_rule_or_onto_stray_extent():
+    m = _maps(60, 200, [(40, 100, 30, 4, False, 0)])
+    m[1, 30:33, 0:200] = 1.0  # the rule the field is written on, in the extent map
+    m[1, 13:18, 101:105] = 1.0  # a stray piece of extent within reach of the line, apart from it
+    (ln,) = finder.maps_to_lines(m)
+    x0, y0, x1, y1 = ln["box"]
+    # about one x-height (5 px) beyond the body's ends, not the 2.5 x-heights it may grow up and down
+    assert 32 <= x0 <= 40 and 100 <= x1 <= 108
+    assert y0 >= 20  # the stray piece is not part of it
+    assert cv2.pointPolygonTest(np.float32(ln["polygon"]).reshape(-1, 1, 2), (102.0, 15.0), False) < 0
+
+
+def test_layout_crops_the_deskewed_page_without_rotating_it_all():
+    from htr_ray.layout.base import Layout, crop
+
+    rng = np.random.default_rng(0)
+    gray = cv2.GaussianBlur(rng.integers(0, 256, (300, 400)).astype(np.uint8), (0, 0), 3)
+    lay = Layout(lines=[], angle=2.5, source=gray, border=200)
+    for box in ([10, 20, 200, 60], [-5, -5, 50, 40], [380, 280, 420, 330]):
+        part = lay.crop(box)
+        assert lay._page is None  # not rotated as a whole
+        whole = crop(lay.page, box)
+        lay._page = None
+        assert part.shape == whole.shape
+        assert np.abs(part.astype(int) - whole.astype(int)).max() <= 1
+    assert Layout(page=gray).crop([0, 0, 10, 10]).shape == (10, 10)
+    with pytest.raises(ValueError):
+        Layout(lines=[])
+
+
+@shipped
+def test_onnx_and_torch_backends_give_the_same_maps():
+    from htr_ray.data.synth.layout_pages import compose_page
+
+    gray = compose_page(0, "test", "iam_form_cheque").image[:601, :703]  # odd sizes: the skips are cropped
+    a = finder.LearnedLineFinder.from_uri(finder.DEFAULT_LINE_FINDER, backend="onnx").predict(gray)
+    b = finder.LearnedLineFinder.from_uri(finder.DEFAULT_LINE_FINDER, backend="torch").predict(gray)
+    assert a.shape == b.shape == (3, 150, 176)
+    assert np.abs(a - b).max() < 1e-3
+    with pytest.raises(ValueError, match="backend"):
+        finder.LearnedLineFinder.from_uri(finder.DEFAULT_LINE_FINDER, backend="tpu")

@@ -34,12 +34,57 @@ class FoundLine:
         return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
 
 
-@dataclass
 class Layout:
-    page: np.ndarray  # the deskewed gray page the lines refer to (uint8, same size as the input)
-    lines: list[FoundLine]  # in reading order
-    angle: float = 0.0  # degrees the input was rotated by to deskew it
-    seconds: float = 0.0
+    """A page's lines. ``page`` is the deskewed gray page they refer to (uint8, the input's size). A finder
+    that deskews may hand over the page as given (``source``) instead: ``page`` is then rotated on first
+    use, and :meth:`crop` rotates only the pixels of the box it is asked for (a page reader that crops
+    its lines never pays for rotating the whole page)."""
+
+    def __init__(self, page: np.ndarray | None = None, lines: list[FoundLine] | None = None, angle: float = 0.0,
+                 seconds: float = 0.0, *, source: np.ndarray | None = None, border: int = 255):
+        if page is None and source is None:
+            raise ValueError("a Layout needs its page (deskewed) or its source page and angle")
+        self._page = page
+        self.lines = list(lines or [])  # in reading order
+        self.angle = float(angle)  # degrees the input was rotated by to deskew it
+        self.seconds = seconds
+        self.source = source
+        self.border = int(border)
+
+    def __repr__(self) -> str:
+        shape = (self._page if self._page is not None else self.source).shape
+        return f"Layout({len(self.lines)} lines, page {shape[1]}x{shape[0]}, angle {self.angle:.2f})"
+
+    def _matrix(self) -> np.ndarray:
+        h, w = self.source.shape[:2]
+        return cv2.getRotationMatrix2D((w / 2, h / 2), self.angle, 1.0)
+
+    @property
+    def page(self) -> np.ndarray:
+        if self._page is None:
+            h, w = self.source.shape[:2]
+            if abs(self.angle) < 1e-3:
+                self._page = self.source
+            else:
+                self._page = cv2.warpAffine(self.source, self._matrix(), (w, h), flags=cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_CONSTANT, borderValue=self.border)
+        return self._page
+
+    def crop(self, box: Sequence[int]) -> np.ndarray:
+        """The pixels of ``box`` (deskewed page coordinates) of the deskewed page: ``crop(layout.page, box)``
+        without rotating more than the box."""
+        if self._page is not None or abs(self.angle) < 1e-3:
+            return crop(self.page, box)
+        h, w = self.source.shape[:2]
+        x0, y0, x1, y1 = (int(v) for v in box)
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, max(0, x1)), min(h, max(0, y1))
+        if x1 <= x0 or y1 <= y0:
+            return self.source[:0, :0]
+        m = self._matrix()
+        m[0, 2] -= x0
+        m[1, 2] -= y0
+        return cv2.warpAffine(self.source, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=self.border)
 
 
 class LineFinder(Protocol):

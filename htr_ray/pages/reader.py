@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from htr_ray.io import images, storage
-from htr_ray.layout.base import HANDWRITTEN, FoundLine, LineFinder, crop, points_to_input, to_input_coordinates
+from htr_ray.layout.base import HANDWRITTEN, FoundLine, LineFinder, points_to_input, to_input_coordinates
 from htr_ray.pages.results import PageResult, TextLine
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class PageReader:
             return PageResult.failed(uri, "find_lines_failed", f"{type(exc).__name__}: {exc}", page, pages, self.model)
         lines, crops = [], []
         for ln in layout.lines:
-            c = crop(layout.page, ln.box)
+            c = layout.crop(ln.box)  # rotates only the box of a deskewed page
             if c.size == 0 or min(c.shape) < 2:
                 continue
             crops.append(np.ascontiguousarray(c).copy())  # a copy: the page itself must not travel with it
