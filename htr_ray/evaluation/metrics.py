@@ -13,11 +13,32 @@ import math
 from collections import Counter, defaultdict
 from typing import Hashable, Sequence
 
-import editdistance
+try:  # C implementation when installed; the pure-Python one below gives the same distances
+    import editdistance as _editdistance
+except ImportError:  # e.g. the GPU recipe's bare Python + torch (scripts/train-gpu)
+    _editdistance = None
+
+
+def levenshtein(a: Sequence, b: Sequence) -> int:
+    """Edit distance (unit-cost insertions, deletions, substitutions) of two sequences of hashable
+    items, in pure Python: two rows of the dynamic-programming table."""
+    if len(a) < len(b):
+        a, b = b, a
+    if not b:
+        return len(a)
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        cur = [i]
+        for j, y in enumerate(b, start=1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
 
 
 def edit_distance(a: Sequence, b: Sequence) -> int:
-    return int(editdistance.eval(a, b))
+    if _editdistance is None:
+        return levenshtein(a, b)
+    return int(_editdistance.eval(a, b))
 
 
 def char_errors(ref: str, hyp: str) -> tuple[int, int]:

@@ -15,7 +15,8 @@ class TrainConfig:
     model: str = config.field("crnn_small", help="architecture from htr_ray.models (crnn_small, crnn_medium, crnn_large, crnn_small_v2, crnn_medium_v2, char_cnn, char_cnn_hanzi)")
     model_params: str = config.field("", help="JSON object overriding architecture parameters, e.g. '{\"lstm_hidden\": 192}'")
     data: list[str] = config.field([], help="training data URIs: shard roots (<root>/<split>/part-*.parquet) or IAM-style folders with labels.tsv")
-    weights: list[float] = config.field([], help="mixing weight per --data URI (default: proportional to size)")
+    pack: str = config.field("", help="--local only: a training pack folder (python -m htr_ray.training.pack) instead of --data: its IAM-OnDB train-form lines and generated lines train (mixed by --weights, in that order), its val-form lines validate; batches are augmented on the training device (augment_torch); no test split in it")
+    weights: list[float] = config.field([], help="mixing weight per --data URI, or per pack source (iam, synth) with --pack (default: proportional to size)")
     train_split: str = config.field("train", help="split of --data used for training")
     val_data: list[str] = config.field([], help="validation data URIs (default: the first --data URI)")
     val_split: str = config.field("val", help="split used for validation / early stopping")
@@ -43,7 +44,7 @@ class TrainConfig:
     amp: bool = config.field(True, help="mixed precision on GPU")
     seed: int = config.field(0, help="random seed")
     max_val: int = config.field(0, help="validate on at most this many samples (0 = all)")
-    time_limit: float = config.field(0.0, help="minutes; stop (after a complete epoch) when the next epoch would pass it (0 = none)")
+    time_limit: float = config.field(0.0, help="minutes; stop when the next epoch would pass it, or inside an epoch when it is used up (that part-epoch is validated and saved) (0 = none)")
     # Ray Train shell (htr_ray.training); ignored with --local
     local: bool = config.field(False, help="run the loop in this process without Ray")
     workers: int = config.field(2, help="Ray Train workers (data-parallel)")

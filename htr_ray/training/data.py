@@ -4,6 +4,12 @@ samples each source gives an epoch, width-bucketed batches, and the row -> model
 of the model in worker threads (:func:`prefetch`) or worker processes (:class:`ProcessLoader`).
 
 Images that cannot be decoded are counted in :attr:`Batch.bad`, never dropped silently.
+
+Rows of a training pack (:mod:`htr_ray.training.pack`) carry ``pixels`` instead of ``image``: the line
+already normalised at model height (uint8, ink = 255); they are only scaled and padded here, with no
+OpenCV, and augmented on the training device (:mod:`htr_ray.data.augment_torch`, in ``fit``). OpenCV and
+pyarrow are imported where encoded images and shards are read, so the pack path needs torch and numpy
+only (the GPU recipe, ``scripts/train-gpu``).
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from htr_ray.data import augment, labels
-from htr_ray.io import images, shards, storage
+from htr_ray.data import labels
+from htr_ray.io import storage
 from htr_ray.models.charset import Charset
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,8 @@ def _read_or_none(uri: str) -> bytes | None:
 
 def load_rows(uri: str, split: str) -> list[dict]:
     """All rows (id, image bytes, text) of one split of a data URI, in memory."""
+    from htr_ray.io import shards
+
     if labels.has_labels(uri) and not shards.list_shards(uri, split):
         return _iam_rows(uri, split)
     rows = list(shards.iter_rows(uri, split, columns=["id", "image", "text"]))
@@ -62,6 +70,8 @@ def png_size(data: bytes | None) -> tuple[int, int] | None:
 
 
 def estimated_width(row: dict, height: int) -> int:
+    if row.get("pixels") is not None:  # a pack row: already at model height
+        return int(row["pixels"].shape[1])
     size = png_size(row.get("image"))
     if not size:
         return 0
@@ -120,7 +130,42 @@ class Preprocessor:
         self.kind, self.charset, self.size, self.train, self.strength = kind, charset, size, train, strength
         self.seed, self.distort = seed, distort
 
+    def _packed(self, rows: list[dict]) -> Batch:
+        """Pack rows (line models): uint8 at model height -> float ink = 1, padded like
+        :func:`htr_ray.io.images.pad_batch` (zeros on the right, width a multiple of 8). Not augmented
+        here: ``fit`` augments the batch on the training device."""
+        if self.kind != "line":
+            raise ValueError("pack rows are text lines; a classifier cannot train on them")
+        keep, texts, targets, bad = [], [], [], 0
+        for row in rows:
+            px = row.get("pixels")
+            if px is None or px.ndim != 2 or px.shape[0] != self.size or px.shape[1] < 1:
+                raise ValueError(f"pack line {row.get('id')}: shape {None if px is None else px.shape}, the model "
+                                 f"needs lines {self.size} px high (rebuild the pack with --height {self.size})")
+            target = self.charset.encode(row["text"], unknown="skip")
+            if self.train and not target:
+                bad += 1
+                log.debug("skipping %s: label %r not in the charset", row.get("id"), row["text"])
+                continue
+            keep.append(px)
+            texts.append(row["text"])
+            targets.append(target)
+        if not keep:
+            return Batch(torch.zeros(0), None, [], [], bad)
+        widths = np.array([p.shape[1] for p in keep], dtype=np.int64)
+        w_max = int(-(-widths.max() // 8) * 8)
+        arr = np.zeros((len(keep), 1, self.size, w_max), dtype=np.uint8)
+        for i, p in enumerate(keep):
+            arr[i, 0, :, : p.shape[1]] = p
+        x = torch.from_numpy(arr).float().div_(255.0)
+        return Batch(x, torch.from_numpy(widths), targets, texts, bad)
+
     def __call__(self, rows: list[dict], batch_seed: int = 0) -> Batch:
+        if rows and rows[0].get("pixels") is not None:
+            return self._packed(rows)
+        from htr_ray.data import augment
+        from htr_ray.io import images
+
         rng = np.random.default_rng((self.seed, batch_seed))
         xs, texts, targets, bad = [], [], [], 0
         for row in rows:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from htr_ray.evaluation import metrics
-from htr_ray.io import shards, storage  # noqa: F401  (shards: re-exported for htr_ray.distributed.train)
+from htr_ray.io import storage
 from htr_ray.models import build_model, checkpoint, grow_output
 from htr_ray.models.charset import Charset
 from htr_ray.recognition.decode import greedy
@@ -43,6 +43,16 @@ from htr_ray.training.data import (  # noqa: F401  (re-exported: callers import 
 )
 
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str):
+    # ``shards`` (pyarrow) stays re-exported for htr_ray.distributed.train, imported on first use so
+    # that training from a pack needs torch and numpy only
+    if name == "shards":
+        from htr_ray.io import shards
+
+        return shards
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -240,6 +250,13 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
         val_rows = random.Random(0).sample(val_rows, cfg.max_val)
     train_prep = Preprocessor(kind, charset, size, train=True, strength=cfg.augment, seed=cfg.seed * 7919 + ctx.rank,
                               distort=cfg.distort)
+    # pack rows come at model height, unaugmented: the whole batch is augmented on the device
+    device_augment = bool(cfg.pack) and kind == "line" and cfg.augment > 0
+    if device_augment:
+        from htr_ray.data.augment_torch import augment_batch
+
+        aug_gen = torch.Generator(device=device)
+        aug_gen.manual_seed(cfg.seed * 7919 + ctx.rank + 1)
     t_start = time.time()
     epoch_times: list[float] = []
     limit_s = cfg.time_limit * 60.0
@@ -279,6 +296,8 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
                 it = prefetch(lambda rs, i: train_prep(rs, seed_of(i)), batches, cfg.loader_threads)
             while True:
                 b = next(it, None)
+                if limit_s and nsteps and prev_seconds + time.time() - t_start > limit_s:
+                    b = None  # the clock ran out inside the epoch: stop here, then validate and save
                 # every worker must run the same number of steps (DDP all-reduces gradients each step)
                 more = ctx.all_reduce(torch.tensor([0.0 if b is None else 1.0]), op="min")
                 if more.item() < 1:
@@ -289,6 +308,9 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
                 for g in opt.param_groups:
                     g["lr"] = lr_at(progress(), cfg.lr, cfg.warmup)
                 x = b.x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                if device_augment:
+                    x = augment_batch(x, b.widths, aug_gen, strength=cfg.augment,
+                                      distort=cfg.distort).contiguous(memory_format=memory_format)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     out = model(x, aux=True) if shortcut else model(x)
                 logits, aux_logits = out if shortcut else (out, None)
@@ -338,8 +360,9 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
             def save_fn(uri: str, _m=m, _epoch=epoch) -> None:
                 checkpoint.save(uri, base_model, {
                     "charset": charset.to_json(), "epoch": _epoch, "metrics": _m,
-                    "data": {"train": list(cfg.data), "weights": list(cfg.weights), "train_split": cfg.train_split,
-                             "val": list(cfg.val_data or cfg.data[:1]), "val_split": cfg.val_split},
+                    "data": ({"pack": cfg.pack, "weights": list(cfg.weights), **getattr(ctx, "pack_info", {})} if cfg.pack else
+                             {"train": list(cfg.data), "weights": list(cfg.weights), "train_split": cfg.train_split,
+                              "val": list(cfg.val_data or cfg.data[:1]), "val_split": cfg.val_split}),
                     "command": cfg.command, "config": dataclasses.asdict(cfg),
                 }, train_state={"step": step, "best_score": best_score, "bad_epochs": bad_epochs,
                                 "train_seconds": prev_seconds + time.time() - t_start,
@@ -367,7 +390,7 @@ def evaluate_checkpoint(uri: str, rows: Sequence[dict], threads: int = 2, batch_
 def record_test(best_uri: str, cfg: TrainConfig) -> dict | None:
     """Evaluate the best checkpoint once on the held-out test split and store the figures in its
     model.json (``test_metrics``)."""
-    if not cfg.test_split:
+    if not cfg.test_split or cfg.pack:  # a pack holds no test lines (htr_ray.training.pack)
         return None
     rows = [r for u in (cfg.val_data or cfg.data[:1]) for r in load_rows(u, cfg.test_split)]
     if not rows:
@@ -381,7 +404,12 @@ def record_test(best_uri: str, cfg: TrainConfig) -> dict | None:
 
 def run_local(cfg: TrainConfig) -> dict:
     """The whole ``--local`` run: train (or resume) in this process, then test the best checkpoint."""
-    ctx = LocalContext(cfg)
+    if cfg.pack:
+        from htr_ray.training.pack import pack_context
+
+        ctx = pack_context(cfg)
+    else:
+        ctx = LocalContext(cfg)
     summary = fit(cfg, ctx)
     best = ctx.best_checkpoint()
     summary["best_checkpoint"] = best
