@@ -1,19 +1,21 @@
 """What the bulk job's driver holds as the archive grows: the listing, the committed-row index and the
 part bookkeeping, measured on a simulated archive of ``--keys`` scans, and the bytes per key.
 
-    .venv/bin/python bench/driver_memory.py --keys 1000000 [--s3-keys 2000] [--json out.json]
+    .venv/bin/python bench/driver_memory.py --keys 1000000 [--s3-keys 2000] [--workers 2000] [--json out.json]
 
 1. The listing through real S3 requests: ``--s3-keys`` empty objects on moto's S3 server on loopback
    (started as tests/conftest.py starts it), listed with ``storage.list_uris`` (everything, sorted) and
    walked with ``storage.iter_uris`` (one LIST page at a time): Python heap per key (tracemalloc).
-2. The same structures at ``--keys`` keys, built from synthetic key names of a realistic length
+2. What the driver holds at ``--keys`` keys, from synthetic key names of a realistic length
    (``s3://bank-archive/scans/YYYY/MM/DD/branch-NNNN/cheque-NNNNNNNNN.tif``; creating a million objects on
-   the test server would take hours), each step as ``htr_ray.distributed.transcribe`` does it:
-   - ``list_scans``: the sorted listing and its split into scans and other files;
-   - the committed-row index of a finished run: ``--keys`` result rows written as Parquet part files
-     of ``flush_pages`` rows (the job's default, one part per flush) in a local folder, read back by
-     ``committed_rows`` (the URIs at start-up; five columns at the end, for the summary);
-   - the set of done URIs and the to-do list, and the items handed to ``ray.data.from_items``.
+   the test server would take hours), for a rerun after a crash at the half (the first half committed as
+   Parquet part files of ``flush_pages`` rows, written by the job's ``PartWriter`` in a local folder),
+   each step with the job's own functions (``htr_ray.distributed.transcribe``):
+   - ``DoneIndex``: the URI range of each committed part, from its Parquet footer;
+   - ``write_manifest``: the listing streamed (``storage.iter_uris``, fed the synthetic keys) into
+     manifest shards of the URIs to do, each shard filtered against the parts its range overlaps;
+   - ``read_tasks``: the Ray Data read tasks over those shards;
+   - ``output_counts``: the end-of-run totals, part by part.
    Python heap by tracemalloc (retained after each step, and the peak), and the process's RSS.
 3. Extrapolated to 100 M keys: bytes per key x 1e8, against a driver node's memory.
 """
@@ -129,70 +131,70 @@ def measure_s3_listing(n: int) -> dict:
 
 
 def write_committed_parts(output: str, uris: list[str], flush_pages: int) -> int:
-    """The part files a finished run leaves: ``flush_pages`` result rows each, in the job's schema."""
+    """The part files a run leaves: ``flush_pages`` result rows each, in the job's schema, written by the
+    job's own PartWriter."""
     from htr_ray.distributed import transcribe
 
-    from htr_ray.pages.results import RESULT_SCHEMA as schema
-    prefix = Path(transcribe.parts_prefix(output))
-    prefix.mkdir(parents=True, exist_ok=True)
+    schema = transcribe.JOB_SCHEMA
     n = 0
     for start in range(0, len(uris), flush_pages):
         chunk = uris[start:start + flush_pages]
         cols = {f.name: pa.nulls(len(chunk), f.type) for f in schema}
         cols.update({"uri": pa.array(chunk), "page": pa.array([0] * len(chunk), pa.int32()),
                      "pages": pa.array([1] * len(chunk), pa.int32()), "status": pa.array(["ok"] * len(chunk)),
-                     "error_kind": pa.array([""] * len(chunk))})
-        table = pa.table([cols[f.name] for f in schema], schema=schema)
-        pq.write_table(table, prefix / f"part-bench-{n:06d}.parquet", compression="zstd")
+                     "error_kind": pa.array([""] * len(chunk)), "_json": pa.array(["{}"] * len(chunk)),
+                     "_files": pa.array([0] * len(chunk), pa.int32())})
+        writer = transcribe.PartWriter(output, f"bench{n:06d}")
+        writer.add(pa.table([cols[f.name] for f in schema], schema=schema))
+        writer.flush()
         n += 1
     return n
 
 
-def measure_driver(n: int, flush_pages: int, workdir: Path) -> dict:
+def measure_driver(n: int, flush_pages: int, workdir: Path, workers: int = 32) -> dict:
+    """A rerun after a crash at the half: the first half of the keys (in key order) is committed."""
     from htr_ray.distributed import transcribe
-    from htr_ray.pages import reader as pages
 
-    keys = synthetic_keys(n)
+    keys = sorted(synthetic_keys(n))
     mean_len = sum(map(len, keys)) / n
     output = str(workdir / "out")
     t = time.perf_counter()
-    parts = write_committed_parts(output, keys, flush_pages)
+    parts = write_committed_parts(output, keys[: n // 2], flush_pages)
     write_s = time.perf_counter() - t
-
-    # list_scans reads a listing; feed it the synthetic keys through the same code path after the fetch
-    real_list = storage.list_uris
     del keys
-    storage.list_uris = lambda prefix, suffixes=None, recursive=True: sorted(synthetic_keys(n))  # fresh strings
+
+    transcribe.read_tasks([])  # import Ray Data before the heap is watched: its modules are not per key
     heap = Heap()
+    t = time.perf_counter()
+    done = transcribe.DoneIndex(transcribe.list_parts(output))
+    heap.step(f"done index: DoneIndex, URI ranges of {parts} parts (half the keys committed)", n, t)
+    # write_manifest streams storage.iter_uris; feed it the synthetic keys, one fresh string at a time
+    real_iter = storage.iter_uris
+    storage.iter_uris = lambda prefix, suffixes=None, recursive=True, page_size=1000: iter(sorted(synthetic_keys(n)))
     try:
         t = time.perf_counter()
-        scans, others = pages.list_scans("s3://bank-archive/scans/")
-        heap.step("listing: list_scans (sorted list + scans/others split)", n, t)
+        manifest = transcribe.write_manifest("s3://bank-archive/scans/", output, "bench", done)
+        heap.step(f"listing -> manifest: write_manifest, {len(manifest.shards)} shards of the "
+                  f"{manifest.todo:,} URIs to do (peak: one shard being filtered)", n, t)
     finally:
-        storage.list_uris = real_list
-    # run() keeps scans, others, done and todo alive to its end; shown here as a rerun after a crash
-    # at the half: the done-set holds half the keys, the to-do list the other half
+        storage.iter_uris = real_iter
+    # the read tasks the dataset's datasource gives Ray (without a cluster: the objects the driver builds;
+    # Ray then puts each in its object store, a few hundred bytes each, not measured here)
+    rows_per_read = max(4, min(transcribe.MANIFEST_ROWS_PER_GROUP, -(-manifest.todo // (workers * 16))))
     t = time.perf_counter()
-    done = {r["uri"] for r in transcribe.committed_rows(output, columns=("uri",)) if hash(r["uri"]) % 2}
-    heap.step(f"committed-row index: done URIs read from {parts} parts (half of them kept)", n, t)
+    tasks = transcribe.read_tasks(manifest.slices(rows_per_read))
+    heap.step(f"read tasks: {len(tasks):,} of {rows_per_read} URIs ({workers} workers)", n, t)
+    heap.steps[-1]["bytes_per_read_task"] = round(heap.steps[-1]["retained_mb"] * 2**20 / max(len(tasks), 1))
     t = time.perf_counter()
-    todo = [u for u in scans if u not in done]
-    heap.step("to-do list (the other half)", n, t)
-    t = time.perf_counter()
-    items = [{"uri": u} for u in todo]  # handed to ray.data.from_items, then dropped
-    heap.step("items for ray.data.from_items (transient)", n, t)
-    del items
-    heap.step("(freed)", n, time.perf_counter())
-    t = time.perf_counter()
-    all_rows = transcribe.committed_rows(output)
-    heap.step("end-of-run summary: committed_rows, 5 columns as dicts", n, t)
+    counts = transcribe.output_counts(output)
+    heap.step("end-of-run counts: output_counts (part by part, Arrow)", n, t)
+    assert counts["rows"] == n // 2, counts
     held = tracemalloc.get_traced_memory()[0] - heap.origin
-    del all_rows, scans, others, done, todo
+    del tasks, manifest, done
     tracemalloc.stop()
     return {"keys": n, "mean_uri_chars": round(mean_len, 1), "flush_pages": flush_pages, "parts": parts,
             "parts_write_seconds": round(write_s, 1), "held_at_end_of_run_mb": round(held / 2**20, 1),
-            "held_at_end_of_run_bytes_per_key": round(held / n, 1),
-            "steps": [s for s in heap.steps if not s["step"].startswith("(")]}
+            "held_at_end_of_run_bytes_per_key": round(held / n, 1), "steps": heap.steps}
 
 
 def main() -> int:
@@ -200,6 +202,7 @@ def main() -> int:
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--s3-keys", type=int, default=2000)
     ap.add_argument("--flush-pages", type=int, default=200, help="rows per part file (the job's default)")
+    ap.add_argument("--workers", type=int, default=32, help="recogniser actors the read tasks are sized for")
     ap.add_argument("--node-gb", type=float, default=16.0, help="driver node memory for the 100 M verdict")
     ap.add_argument("--json", default=str(REPO / "work" / "bench" / "driver_memory.json"))
     args = ap.parse_args()
@@ -210,7 +213,7 @@ def main() -> int:
         out["s3"] = measure_s3_listing(args.s3_keys)
     work = Path(tempfile.mkdtemp(prefix="htr-driver-mem-"))
     try:
-        out["simulated"] = measure_driver(args.keys, args.flush_pages, work)
+        out["simulated"] = measure_driver(args.keys, args.flush_pages, work, args.workers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -228,7 +231,7 @@ def main() -> int:
         print(f"| {s['step']} | {s['retained_mb']} | {s['peak_mb']} | {s['retained_bytes_per_key']:.0f} | "
               f"{s['peak_bytes_per_key']:.0f} | {s['seconds']} | {s['at_100M_gb']} |")
     per_key = sim["held_at_end_of_run_bytes_per_key"]
-    print(f"held at the end of run() (listing, done set, to-do list, all committed rows): {per_key:.0f} B/key -> "
+    print(f"held at the end of run() (done index, manifest, read tasks, counts): {per_key:.0f} B/key -> "
           f"{per_key * 1e8 / 1e9:.0f} GB at 100 M keys "
           f"({'does not fit' if per_key * 1e8 / 1e9 > args.node_gb else 'fits'} in a {args.node_gb:.0f} GB driver)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,9 @@ machine does not inflate the figures, as wall time would):
 - recognize: the recogniser on the crops of ``--pages-per-call`` pages at once (batched as the actor does);
 - assemble: ``PageReader.assemble`` -> PageResult; serialise: ``PageResult.to_row`` into Arrow.
 
-And the driver's write path, which one Python thread runs for the whole cluster: ``PartWriter`` (JSONL +
-Parquet part files) on the rows, without and with ``--formats alto,page,hocr`` (files written to a
-local folder here, so this is CPU only: on S3 each per-page file is also one sequential PUT).
+And the result path (:func:`driver_write_cost`): in the actors, pages to rows and page files
+(``--formats alto,page,hocr``, to a local folder here); on the driver, which one Python thread runs for
+the whole cluster, the counts and the part files (JSONL + Parquet).
 
 Also the bytes each page moves: the scan (an S3 GET), the crops (what crosses Ray's object store
 between the prepare tasks and the recogniser actors) against the whole decoded page; and the
@@ -78,12 +78,18 @@ def flops_per_line(spec, crops: list[np.ndarray]) -> float | None:
     return total / max(len(crops), 1)
 
 
-def driver_write_cost(rows: list[dict], repeats: int = 3) -> dict:
-    """CPU ms per page of the driver's PartWriter (JSONL + Parquet), without and with page files."""
-    from htr_ray.distributed.transcribe import PartWriter, parse_formats
+def driver_write_cost(rows: list[dict], repeats: int = 3, pages_per_batch: int = 4) -> dict:
+    """CPU ms per page of the result path, split where it runs now: in the CPU stage (the actors),
+    ``result_table`` turns pages into rows (Arrow + JSONL line) and writes the page files; the driver
+    only counts (``page_counts``) and commits (``PartWriter``: JSONL + Parquet) batches of
+    ``pages_per_batch`` pages. Page files go to a local folder here (CPU only: on S3 each is also a PUT,
+    made by the actor)."""
+    from htr_ray.distributed.transcribe import PartWriter, page_counts, parse_formats, result_table
+    from htr_ray.pages.results import PageResult
 
+    results = [PageResult.from_row(r) for r in rows]
     out = {}
-    for label, formats in (("parts", None), ("parts + alto,page,hocr", "alto,page,hocr")):
+    for label, formats in (("actor: rows", None), ("actor: rows + alto,page,hocr files", "alto,page,hocr")):
         try:
             fmts = parse_formats(formats)
         except ValueError as exc:
@@ -91,12 +97,19 @@ def driver_write_cost(rows: list[dict], repeats: int = 3) -> dict:
             continue
         folder = tempfile.mkdtemp(prefix="htr-driver-write-")
         t = time.thread_time()
-        for r in range(repeats):
-            writer = PartWriter(folder, f"bench{r}", fmts)
-            for row in rows:
-                writer.add(dict(row))
-            writer.flush()
+        for _ in range(repeats):
+            tables = [result_table(results[i:i + pages_per_batch], folder, fmts)
+                      for i in range(0, len(results), pages_per_batch)]
         out[label] = round(1000 * (time.thread_time() - t) / (repeats * max(len(rows), 1)), 2)
+    folder = tempfile.mkdtemp(prefix="htr-driver-write-")
+    t = time.thread_time()
+    for r in range(repeats):
+        writer = PartWriter(folder, f"bench{r}")
+        for table in tables:
+            page_counts(table)
+            writer.add(table)
+        writer.flush()
+    out["driver: counts + parts"] = round(1000 * (time.thread_time() - t) / (repeats * max(len(rows), 1)), 2)
     return out
 
 
@@ -200,7 +213,7 @@ def main() -> int:
     print(f"-> {1000 / total_ms:.2f} pages per core-second; recognise {out['recognize_cpu_ms_per_line']} ms per line; "
           f"bytes per page: scan {out['bytes_per_page']['scan']:,}, page {out['bytes_per_page']['decoded_page']:,}, "
           f"crops {out['bytes_per_page']['crops']:,}; model {out['model_mflops_per_line']} MFLOP per line")
-    print("driver write path, CPU ms per page: " + ", ".join(f"{k} {v}" for k, v in driver.items()))
+    print("result path, CPU ms per page: " + ", ".join(f"{k} {v}" for k, v in driver.items()))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.json}")

@@ -317,3 +317,37 @@ def test_line_finder_by_name():
     assert load_line_finder("auto").name == ("learned" if learned_finder_uri() else "opencv")
     with pytest.raises(ValueError):
         load_line_finder("tesseract")
+
+
+def test_listing_streams_into_manifest_shards_without_done_objects(tmp_path):
+    """The listing goes into manifest shards of a bounded size; objects a committed part holds are left
+    out by the done index, which reads only the parts whose URI range overlaps a shard's."""
+    import pyarrow as pa
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    names = [f"{i:03d}.png" for i in range(20)]
+    for n in names + ["notes.txt"]:
+        (scans / n).write_bytes(b"x")
+    out = str(tmp_path / "out")
+    # two committed parts: 000-004 and 015-016
+    for run, done in (("a", names[:5]), ("b", names[15:17])):
+        writer = transcribe.PartWriter(out, run)
+        writer.add(transcribe.result_table([PageResult(uri=str(scans / n), status="error", error_kind="empty")
+                                            for n in done]))
+        writer.flush()
+    index = transcribe.DoneIndex(transcribe.list_parts(out))
+    assert len(index) == 2
+    man = transcribe.write_manifest(str(scans), out, "r1", index, shard_keys=6)
+    assert (man.scans, man.others, man.todo) == (20, 1, 13)
+    assert [sum(groups) for _, groups in man.shards] == [1, 6, 4, 2]  # 000-005, 006-011, 012-017, 018-019
+    todo = [u for shard, _ in man.shards for u in pq.read_table(shard).column("uri").to_pylist()]
+    assert todo == [str(scans / n) for n in names[5:15] + names[17:]]
+    assert index.parts_read == 2  # each part read once: only the shards its range overlaps
+    slices = man.slices(4)
+    assert sum(b - a for _, _, a, b in slices) == 13 and all(b - a <= 4 for _, _, a, b in slices)
+    assert [u for s in slices for u in transcribe._read_slice(*s)[0].column("uri").to_pylist()] == todo
+    assert transcribe.remove_manifests(out) == 4 and not any((tmp_path / "out" / "_manifest").rglob("*.parquet"))
+    counts = transcribe.output_counts(out)
+    assert counts == {"rows": 7, "objects": 7, "ok": 0, "errors_by_kind": {"empty": 7}}
+    assert transcribe.DoneIndex([]).remove_done(pa.array(["x"])).to_pylist() == ["x"]

@@ -49,7 +49,7 @@ from htr_ray.distributed.actors import RecognizerActor, crop_columns, pin_thread
 from htr_ray.io import images, storage
 from htr_ray.layout.printed import DEFAULT_FILTER
 from htr_ray.pages import results as res
-from htr_ray.pages.reader import PageReader, PreparedPage, list_scans
+from htr_ray.pages.reader import PageReader, PreparedPage, is_scan
 from htr_ray.recognition.spec import DEFAULT_LINE_MODEL, RecognizerSpec
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,9 @@ class TranscribeConfig:
     gpus_per_worker: float = config.field(0.0, help="GPUs per recogniser actor (0 = CPU)")
     lines_per_batch: int = config.field(64, help="GPU actors: lines per actor call (from several pages); CPU actors "
                                                  "read the lines of one block's pages per call")
-    objects_per_block: int = config.field(4, help="input objects per Ray Data block (the pages whose lines share batches)")
+    objects_per_block: int = config.field(4, help="input objects an actor reads per call (the pages whose lines share batches)")
+    manifest_keys: int = config.field(100_000, help="URIs per manifest shard: the listing is streamed into shards of "
+                                                    "this many, so the driver holds one shard, not the archive")
     line_finder: str = config.field("auto", help="auto (the learned finder if shipped, else opencv), learned, "
                                                  "learned:<uri> or opencv")
     printed_filter: str = config.field(DEFAULT_FILTER, help="printed-text filter the opencv finder uses: form "
@@ -162,15 +164,18 @@ def prepare_stage(batch: pa.Table, line_finder: str = "auto", printed_filter: st
 
 
 class PageStage(RecognizerActor):
-    """CPU stage: a block of URIs in, one finished result row per page out (:func:`result_table`).
+    """CPU stage: URIs in, one finished result row per page out (:func:`result_table`).
 
-    Reads each object, then :meth:`PageReader.read_many` prepares every page (decode, find lines, deskew,
-    crop), recognises the lines of all the block's pages in one call and assembles each page; the page
-    files of ``formats`` are written here, under ``output``, before the rows go back to the driver."""
+    ``objects_per_call`` objects at a time: reads them, then :meth:`PageReader.read_many` prepares every
+    page (decode, find lines, deskew, crop), recognises the lines of all their pages in one call and
+    assembles each page; the page files of ``formats`` are written here, under ``output``, before the
+    rows go back to the driver."""
 
     def __init__(self, spec, threads: int | None = 1, line_finder: str = "auto", printed_filter: str | None = None,
-                 max_pixels: int = images.DEFAULT_MAX_PIXELS, output: str | None = None, formats=()):
+                 max_pixels: int = images.DEFAULT_MAX_PIXELS, output: str | None = None, formats=(),
+                 objects_per_call: int = 4):
         super().__init__(spec, threads)
+        self.objects_per_call = max(1, int(objects_per_call))
         self.reader = PageReader(line_finder, printed_filter=printed_filter, max_pixels=max_pixels,
                                  model=self.spec.model)
         self.reader.finder  # noqa: B018  loaded now, not in the first call's time
@@ -180,13 +185,17 @@ class PageStage(RecognizerActor):
             raise ValueError("page files need an output prefix")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        items = []
-        for uri in batch.column("uri").to_pylist():
-            try:
-                items.append((uri, storage.read_bytes(uri), None))
-            except storage.StorageError as exc:
-                items.append((uri, None, str(exc)))
-        return result_table(self.reader.read_many(items, self.recognizer), self.output, self.formats)
+        uris = batch.column("uri").to_pylist()
+        out = []
+        for start in range(0, len(uris), self.objects_per_call):  # a read task may hand over more than a block
+            items = []
+            for uri in uris[start:start + self.objects_per_call]:
+                try:
+                    items.append((uri, storage.read_bytes(uri), None))
+                except storage.StorageError as exc:
+                    items.append((uri, None, str(exc)))
+            out.append(result_table(self.reader.read_many(items, self.recognizer), self.output, self.formats))
+        return pa.concat_tables(out) if out else result_table([])
 
 
 class PageAssembler:
@@ -398,6 +407,190 @@ class PartWriter:
         return n
 
 
+# ------------------------------------------------------------------------------ the listing, streamed
+
+MANIFEST_ROWS_PER_GROUP = 1000  # URIs per row group of a manifest shard: the most one read task takes
+
+
+class DoneIndex:
+    """Which URIs the committed parts already hold, without holding them: each part's URI range (the
+    min and max of its ``uri`` column, from its Parquet footer statistics). :meth:`remove_done` reads the
+    ``uri`` column of only the parts whose range overlaps a shard's, so memory is one shard's worth of
+    done URIs plus two strings a part. Listing in key order (S3) keeps the overlaps few."""
+
+    def __init__(self, parts: list[str], threads: int = 16):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, min(threads, len(parts) or 1))) as pool:
+            ranges = [r for r in pool.map(self._range, parts) if r is not None]
+        self.parts = [p for p, _, _ in ranges]
+        self.lo = pa.array([lo for _, lo, _ in ranges], pa.string())
+        self.hi = pa.array([hi for _, _, hi in ranges], pa.string())
+        self.parts_read = 0
+
+    @staticmethod
+    def _range(part: str) -> tuple[str, str, str] | None:
+        fs, path = storage.pyarrow_filesystem(part)
+        with fs.open_input_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+            if not meta.num_rows:
+                return None
+            col = meta.schema.to_arrow_schema().get_field_index("uri")
+            lo = hi = None
+            for g in range(meta.num_row_groups):
+                st = meta.row_group(g).column(col).statistics
+                if st is None or not st.has_min_max:  # no statistics: the column itself
+                    uris = pq.ParquetFile(f).read(columns=["uri"]).column("uri")
+                    mm = pc.min_max(uris).as_py()
+                    return part, mm["min"], mm["max"]
+                lo = st.min if lo is None else min(lo, st.min)
+                hi = st.max if hi is None else max(hi, st.max)
+        return part, lo, hi
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def remove_done(self, uris: pa.Array) -> pa.Array:
+        """``uris`` without those a committed part holds."""
+        if not len(self.parts) or not len(uris):
+            return uris
+        mm = pc.min_max(uris).as_py()
+        overlap = pc.and_(pc.less_equal(self.lo, mm["max"]), pc.greater_equal(self.hi, mm["min"]))
+        hits = [self.parts[i] for i in pc.indices_nonzero(overlap).to_pylist()]
+        if not hits:
+            return uris
+        self.parts_read += len(hits)
+        done = pa.chunked_array([pq.read_table(io.BytesIO(storage.read_bytes(p)), columns=["uri"]).column("uri")
+                                 for p in hits]).combine_chunks()
+        return uris.filter(pc.invert(pc.is_in(uris, value_set=done)))
+
+
+@dataclass
+class Manifest:
+    """The URIs a run reads, in Parquet shards under ``<output>/_manifest/<run>/``: what the dataset
+    reads instead of a list on the driver."""
+
+    shards: list[tuple[str, list[int]]]  # (shard URI, rows of each row group)
+    scans: int = 0  # scans listed
+    others: int = 0  # files that are not scans
+    todo: int = 0  # scans not yet done: rows of the shards
+
+    def slices(self, rows_per_read: int) -> list[tuple[str, int, int, int]]:
+        """(shard, row group, first row, end row) of every read task."""
+        out = []
+        for uri, groups in self.shards:
+            for g, n in enumerate(groups):
+                out += [(uri, g, a, min(a + rows_per_read, n)) for a in range(0, n, rows_per_read)]
+        return out
+
+
+def manifest_prefix(output: str, run_id: str | None = None) -> str:
+    return storage.join(output, "_manifest", run_id) if run_id else storage.join(output, "_manifest")
+
+
+def write_manifest(input_prefix: str, output: str, run_id: str, done: DoneIndex,
+                   shard_keys: int = 100_000) -> Manifest:
+    """Stream the listing (:func:`storage.iter_uris`), drop what ``done`` holds, and write the rest as
+    manifest shards of up to ``shard_keys`` URIs: memory is one shard, whatever the archive's size."""
+    man = Manifest(shards=[])
+    buf: list[str] = []
+
+    def flush() -> None:
+        if not buf:
+            return
+        todo = done.remove_done(pa.array(buf, pa.string()))
+        buf.clear()
+        if not len(todo):
+            return
+        uri = storage.join(manifest_prefix(output, run_id), f"shard-{len(man.shards):05d}.parquet")
+        sink = io.BytesIO()
+        pq.write_table(pa.table({"uri": todo}), sink, row_group_size=MANIFEST_ROWS_PER_GROUP, compression="zstd")
+        storage.write_bytes(uri, sink.getvalue())
+        n = len(todo)
+        man.shards.append((uri, [min(MANIFEST_ROWS_PER_GROUP, n - a) for a in range(0, n, MANIFEST_ROWS_PER_GROUP)]))
+        man.todo += n
+
+    for uri in storage.iter_uris(input_prefix):
+        if not is_scan(uri):
+            man.others += 1
+            continue
+        man.scans += 1
+        buf.append(uri)
+        if len(buf) >= shard_keys:
+            flush()
+    flush()
+    return man
+
+
+def remove_manifests(output: str) -> int:
+    """Delete manifest shards (this run's when it ends; an interrupted run's at the next start)."""
+    try:
+        shards = storage.list_uris(manifest_prefix(output))
+    except storage.StorageError:
+        return 0
+    for u in shards:
+        storage.delete(u)
+    return len(shards)
+
+
+def _read_slice(shard: str, group: int, start: int, stop: int) -> list[pa.Table]:
+    fs, path = storage.pyarrow_filesystem(shard)
+    with fs.open_input_file(path) as f:
+        return [pq.ParquetFile(f).read_row_group(group, columns=["uri"]).slice(start, stop - start)]
+
+
+def read_tasks(slices: list[tuple[str, int, int, int]]) -> list:
+    """Ray Data read tasks, one per manifest slice (a shard URI and a row range: no URIs)."""
+    import functools
+
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import ReadTask
+
+    return [ReadTask(functools.partial(_read_slice, *s),
+                     BlockMetadata(num_rows=s[3] - s[2], size_bytes=(s[3] - s[2]) * 100, input_files=None,
+                                   exec_stats=None)) for s in slices]
+
+
+def manifest_dataset(manifest: Manifest, rows_per_read: int):
+    """A Ray Data dataset of the manifest's URIs, one read task per ``rows_per_read`` URIs. The driver
+    holds the read tasks, not the URIs. (Not ``ray.data.read_parquet``: in Ray 2.60 it lists files in
+    a task of its own, which waits forever for a CPU while a fixed actor pool holds them all, and it
+    reads a whole file per task.) The read fuses into the first stage."""
+    import ray
+    from ray.data.datasource import Datasource
+
+    slices = manifest.slices(rows_per_read)
+
+    class ManifestDatasource(Datasource):
+        def estimate_inmemory_data_size(self) -> int:
+            return manifest.todo * 100
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            return read_tasks(slices)
+
+    return ray.data.read_datasource(ManifestDatasource(), override_num_blocks=max(1, len(slices)))
+
+
+def output_counts(output: str, threads: int = 16) -> dict:
+    """Totals over every committed part (rows, objects, ok, errors by kind), counted part by part in
+    Arrow: memory is one part, not the output."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(part: str) -> dict:
+        t = pq.read_table(io.BytesIO(storage.read_bytes(part)), columns=["page", "status", "error_kind"])
+        return page_counts(t)
+
+    total = {"rows": 0, "objects": 0, "ok": 0, "errors_by_kind": Counter()}
+    parts = list_parts(output)
+    with ThreadPoolExecutor(max(1, min(threads, len(parts) or 1))) as pool:
+        for c in pool.map(one, parts):
+            for k in ("rows", "objects", "ok"):
+                total[k] += c[k]
+            total["errors_by_kind"].update(c["errors_by_kind"])
+    total["errors_by_kind"] = dict(total["errors_by_kind"])
+    return total
+
+
 # ------------------------------------------------------------------------------------------ the job
 
 
@@ -408,29 +601,28 @@ def run(cfg: TranscribeConfig, on_progress=print) -> Summary:
     started = time.time()
     formats = parse_formats(cfg.formats)  # a wrong format fails here, before any work
     summary = Summary()
-    scans, others = list_scans(cfg.input)
-    summary.inputs, summary.not_scans = len(scans), len(others)
     removed = clean_uncommitted(cfg.output)
     if removed:
         log.info("removed %d uncommitted JSONL parts of an interrupted run", removed)
-    done = {r["uri"] for r in committed_rows(cfg.output, columns=("uri",))}
-    todo = [u for u in scans if u not in done]
-    summary.skipped_done = len(scans) - len(todo)
-    summary.objects = len(todo)
-    summary.workers = max(1, int(cfg.workers or cluster_cpus() or 1))
-    on_progress(f"transcribe: {len(scans)} scans under {cfg.input} ({summary.skipped_done} already done, "
-                f"{len(todo)} to do, {len(others)} other files ignored)")
-    if todo:
-        _execute(cfg, todo, summary, formats, on_progress)
+    if remove_manifests(cfg.output):
+        log.info("removed the manifest of an interrupted run")
+    run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    done = DoneIndex(list_parts(cfg.output))
+    manifest = write_manifest(cfg.input, cfg.output, run_id, done, cfg.manifest_keys)
+    try:
+        summary.inputs, summary.not_scans = manifest.scans, manifest.others
+        summary.skipped_done = manifest.scans - manifest.todo
+        summary.objects = manifest.todo
+        summary.workers = max(1, int(cfg.workers or cluster_cpus() or 1))
+        on_progress(f"transcribe: {manifest.scans} scans under {cfg.input} ({summary.skipped_done} already done, "
+                    f"{manifest.todo} to do, {manifest.others} other files ignored)")
+        if manifest.todo:
+            _execute(cfg, manifest, run_id, summary, formats, on_progress)
+    finally:
+        remove_manifests(cfg.output)
     summary.seconds = time.time() - started
-    all_rows = committed_rows(cfg.output)
-    total = {
-        "rows": len(all_rows), "objects": len({r["uri"] for r in all_rows}),
-        "ok": sum(r["status"] == "ok" for r in all_rows),
-        "errors_by_kind": dict(Counter(r["error_kind"] for r in all_rows if r["status"] != "ok")),
-    }
     storage.write_text(storage.join(cfg.output, "_summary.json"),
-                       json.dumps({"run": summary.as_dict(), "output": total, "input": cfg.input,
+                       json.dumps({"run": summary.as_dict(), "output": output_counts(cfg.output), "input": cfg.input,
                                    "recognizer": cfg.recognizer.as_dict(), "line_finder": cfg.line_finder}, indent=1))
     return summary
 
@@ -451,32 +643,39 @@ def actor_spec(cfg: TranscribeConfig) -> RecognizerSpec:
     return spec
 
 
-def _execute(cfg: TranscribeConfig, todo: list[str], summary: Summary, formats: list[str], on_progress) -> None:
+def _execute(cfg: TranscribeConfig, manifest: Manifest, run_id: str, summary: Summary, formats: list[str],
+             on_progress) -> None:
     import ray
 
-    run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:6]
     spec = actor_spec(cfg)
     gpu = cfg.gpus_per_worker > 0
     per_block = max(1, int(cfg.objects_per_block))
-    ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=max(1, -(-len(todo) // per_block)))
+    # Read tasks of --objects-per-block URIs while the run is small (about 16 per worker), growing to a
+    # manifest row group (1,000) for large ones: the driver holds one small read task per that many URIs.
+    # The read is fused into the first stage: an actor call takes one read task's URIs.
+    rows_per_read = max(per_block, min(MANIFEST_ROWS_PER_GROUP, -(-manifest.todo // (summary.workers * 16))))
+    ds = manifest_dataset(manifest, rows_per_read)
+    todo = manifest.todo
     finder = {"line_finder": cfg.line_finder, "printed_filter": _filter_uri(cfg.printed_filter),
               "max_pixels": cfg.max_pixels}
     if gpu:
         # CPU tasks prepare; an autoscaling pool of GPU actors reads the crops that come through the object
         # store, --lines-per-batch a call; the driver assembles pages
-        ds = ds.map_batches(prepare_stage, batch_size=1, batch_format="pyarrow", num_cpus=1, fn_kwargs=finder)
+        ds = ds.map_batches(prepare_stage, batch_size=None, batch_format="pyarrow", num_cpus=1, fn_kwargs=finder)
         ds = ds.map_batches(RecognizerActor, fn_constructor_kwargs={"spec": spec.as_dict(), "threads": spec.threads or 1},
                             batch_size=max(1, int(cfg.lines_per_batch)), batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=summary.workers),
                             num_gpus=cfg.gpus_per_worker)
     else:
-        # one actor per core, each reading whole blocks of --objects-per-block objects into page rows; a
-        # fixed pool keeps every core busy from the start. No batch size: a call is one block (a batch size
-        # would also size the task's input and could put many blocks into one call)
+        # one actor per core, each reading --objects-per-block objects at a time into page rows; a fixed
+        # pool keeps every core busy from the start. No batch size: a call is one read task (with a batch
+        # size Ray Data no longer fuses the read into the actors and runs it as tasks that need a CPU the
+        # pool holds)
         ds = ds.map_batches(PageStage, batch_size=None, batch_format="pyarrow", num_cpus=1,
                             compute=ray.data.ActorPoolStrategy(size=summary.workers),
                             fn_constructor_kwargs={"spec": spec.as_dict(), "threads": spec.threads or 1,
-                                                   "output": cfg.output, "formats": formats, **finder})
+                                                   "output": cfg.output, "formats": formats,
+                                                   "objects_per_call": per_block, **finder})
     assembler = PageAssembler(cfg.recognizer.model) if gpu else None
     writer = PartWriter(cfg.output, run_id)
     totals = {"errors": Counter(), "stages": Counter()}
@@ -507,7 +706,7 @@ def _execute(cfg: TranscribeConfig, todo: list[str], summary: Summary, formats: 
             writer.flush()
             last_flush = now
         if now - last_report >= cfg.progress_seconds:
-            on_progress(f"  {summary.pages} pages done ({len(todo)} files to do), {summary.lines} lines, "
+            on_progress(f"  {summary.pages} pages done ({todo} files to do), {summary.lines} lines, "
                         f"{sum(totals['errors'].values())} errors")
             last_report = now
     if assembler is not None and assembler.incomplete():  # cannot happen unless a row went missing: an error row, not a gap

@@ -253,8 +253,12 @@ class PageReader:
         return out
 
 
+def is_scan(uri: str) -> bool:
+    """Whether a listed object is a scan the jobs read (by its suffix)."""
+    return uri.lower().endswith(SCAN_SUFFIXES)
+
+
 def list_scans(prefix: str) -> tuple[list[str], list[str]]:
     """(scans, other files) under a prefix: scans are what the job reads; the others are reported."""
     everything = storage.list_uris(prefix)
-    scans = [u for u in everything if u.lower().endswith(SCAN_SUFFIXES)]
-    return scans, [u for u in everything if not u.lower().endswith(SCAN_SUFFIXES)]
+    return [u for u in everything if is_scan(u)], [u for u in everything if not is_scan(u)]
