@@ -3,18 +3,21 @@
     .venv/bin/python bench/serve_load.py [--seconds 20] [--concurrency 1 8 32] [--replicas 1]
                                          [--batch-wait S] [--threads N] [--json PATH]
 
-The app is the one serve_config.yaml describes (htr_ray.distributed.serve.make_app reads it), run
+The app is the one serve_config.yaml describes (htr_ray.distributed.serve.make_app reads its
+deployments, and its args give the recogniser spec: the bulk job's ONNX int8 by default), run
 twice: batching as configured, and batching off (max_batch_size 1). At each concurrency, that many
 clients each POST /v1/recognize with a held-out IAM-OnDB line (test-split forms), wait for the
 answer and send the next, for --seconds. Per run: requests/s, client latency p50/p95/p99, the time
 the replica itself spent on the request (the answer's "seconds": decode + batch wait + model + JSON),
-the mean model batch, and the peak RSS (VmHWM) of the Recognizer and Pages replicas. The same lines
-through the recognizer called directly in this process give the model's own time: what Serve adds is
-the difference. Prints a table and writes JSON.
+the mean model batch, and the peak RSS (VmHWM) of the Recognizer and Pages replicas, whether torch
+is loaded in the Recognizer replica. The same lines through the recognizer (the same spec) called
+directly in this process give the model's own time, and GET /healthz at concurrency 1 the floor of
+one HTTP round trip through the proxy to the replica: what Serve adds is the difference. Prints a
+table (markdown) and writes JSON.
 
 --replicas pins the Recognizer's replica count (autoscaling off) so that runs compare like with like;
---batch-wait and --threads override the config's batch_wait_timeout_s and the recognizer's torch
-threads, to measure what each setting buys.
+--batch-wait, --threads, --backend/--quantize and --decoder override the config's
+batch_wait_timeout_s and the recogniser spec, to measure what each setting buys.
 """
 
 from __future__ import annotations
@@ -38,13 +41,51 @@ import requests  # noqa: E402
 from htr_ray import paths  # noqa: E402
 from htr_ray.data import labels  # noqa: E402
 from htr_ray.io import images, storage  # noqa: E402
-from htr_ray.recognition.spec import DEFAULT_LINE_MODEL, RecognizerSpec  # noqa: E402
+from htr_ray.recognition.spec import DEFAULT_LINE_MODEL  # noqa: E402
 
 
 def held_out_lines(data_dir: str, n: int) -> list[bytes]:
     """PNG bytes of IAM-OnDB lines from held-out (test-split) forms."""
     rows = labels.read_rows(data_dir, split="test")[:n]
     return [storage.read_bytes(r.image_uri()) for r in rows]
+
+
+def stage_split(rec, bodies: list[bytes]) -> dict:
+    """Mean ms per line of what the replica does for one line, stage by stage, in this process: PNG
+    decode (the endpoint's own), pre-processing, the network (+ log-softmax), the CTC decoder."""
+    from htr_ray.distributed.serve import _decode_line
+
+    if not rec.numpy_io:
+        return {}
+    from htr_ray.recognition.recognizer import _log_softmax
+
+    t = dict.fromkeys(("png_decode", "prepare", "network", "ctc_decode"), 0.0)
+    for b in bodies:
+        t0 = time.perf_counter()
+        g = _decode_line(b)
+        t1 = time.perf_counter()
+        xs, _ = rec._prepare_all([g])
+        t2 = time.perf_counter()
+        arr, widths = images.pad_batch(xs, width_multiple=rec.width_multiple)
+        logits, lengths = rec.model.run(arr, widths)
+        lp = _log_softmax(logits)[0, : int(lengths[0])]
+        t3 = time.perf_counter()
+        rec.decode(lp)
+        t4 = time.perf_counter()
+        for k, d in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            t[k] += d
+    return {k: round(v / len(bodies) * 1000, 2) for k, v in t.items()}
+
+
+def healthz_p50_ms(base: str, seconds: float = 3) -> float:
+    """p50 of GET /healthz, one at a time: client -> proxy -> replica -> back, with no body and no model."""
+    session = requests.Session()
+    lat, deadline = [], time.time() + seconds
+    while time.time() < deadline:
+        t = time.perf_counter()
+        session.get(f"{base}/healthz", timeout=60).raise_for_status()
+        lat.append(time.perf_counter() - t)
+    return round(float(np.percentile(np.array(lat) * 1000, 50)), 1)
 
 
 def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict:
@@ -95,14 +136,25 @@ def main() -> int:
     ap.add_argument("--model", default=DEFAULT_LINE_MODEL)
     ap.add_argument("--replicas", type=int, default=1, help="Recognizer replicas (autoscaling off); 0: as configured")
     ap.add_argument("--batch-wait", type=float, default=None, help="override batch_wait_timeout_s of serve_config.yaml")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads of the recognizer (default: Ray's, 1 a CPU)")
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads of the recognizer (default: the spec's)")
+    ap.add_argument("--backend", default=None, help="override the recogniser backend (torch, onnx)")
+    ap.add_argument("--quantize", default=None, help="override the quantisation (int8, none)")
+    ap.add_argument("--decoder", default=None, help="override the decoder (greedy, beam)")
     ap.add_argument("--modes", nargs="+", default=["on", "off"], choices=["on", "off"])
     ap.add_argument("--data", default=str(paths.shared_data() / "iam_ondb_lines"))
     ap.add_argument("--json", default=str(REPO / "work" / "bench" / "serve_load.json"))
     args = ap.parse_args()
 
+    from htr_ray.distributed.serve import ServeAppConfig, config_args
+
     bodies = held_out_lines(args.data, 64)
-    spec = RecognizerSpec(model=args.model, threads=args.threads)
+    app_args = config_args()
+    spec_overrides = {k: v for k, v in {"model": args.model, "threads": args.threads, "backend": args.backend,
+                                   "decoder": args.decoder}.items() if v is not None}
+    if args.quantize is not None:
+        spec_overrides["quantize"] = None if args.quantize in ("none", "") else args.quantize
+    app_args["recognizer"] = {**(app_args.get("recognizer") or {}), **spec_overrides}
+    spec = ServeAppConfig.from_args(app_args).recognizer
     rec = spec.build()
     grays = [images.decode_gray(b) for b in bodies]
     rec.recognize(grays[:2])
@@ -110,6 +162,8 @@ def main() -> int:
     for g in grays:
         rec.recognize([g])
     direct_ms = (time.perf_counter() - t) / len(grays) * 1000
+    split = stage_split(rec, bodies)
+    decoder_kind = rec.decoder_kind
     del rec
 
     from ray import serve
@@ -127,9 +181,11 @@ def main() -> int:
     load = os.getloadavg()[0]
     results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
                "load_average_at_start": round(load, 1), "model": args.model, "replicas": args.replicas,
-               "direct_recognizer_ms_per_line": round(direct_ms, 1), "serve_config_user_config": configured,
-               "runs": []}
-    print(f"load average at start {load:.1f}; recognizer directly, one line at a time: {direct_ms:.1f} ms per line")
+               "recognizer": spec.as_dict(), "direct_recognizer_ms_per_line": round(direct_ms, 1),
+               "direct_split_ms_per_line": split,
+               "serve_config_user_config": configured, "runs": []}
+    print(f"load average at start {load:.1f}; recognizer ({spec.backend} {spec.quantize or 'fp32'}, decoder "
+          f"{decoder_kind}) directly, one line at a time: {direct_ms:.1f} ms per line; by stage {split}")
     for mode in args.modes:
         user_config = dict(configured)
         if args.batch_wait is not None:
@@ -142,9 +198,9 @@ def main() -> int:
         label = (f"batching on (max_batch_size {user_config['max_batch_size']}, "
                  f"wait {user_config['batch_wait_timeout_s'] * 1000:g} ms)" if mode == "on"
                  else "batching off (max_batch_size 1)")
-        serve.run(make_app({"recognizer": {"model": args.model, "threads": args.threads}}, overrides=overrides),
-                  name="htr", route_prefix="/")
+        serve.run(make_app(app_args, overrides=overrides), name="htr", route_prefix="/")
         closed_loop(f"{base}/v1/recognize", bodies, 2, 3)  # warm-up
+        floor = healthz_p50_ms(base)
         for c in args.concurrency:
             before = stats(base)["recognizer"]["batch_sizes"]
             r = closed_loop(f"{base}/v1/recognize", bodies, c, args.seconds)
@@ -154,7 +210,9 @@ def main() -> int:
                      pages_peak_rss_mb=after["pages"].get("peak_rss_mb"),
                      recognizer_memory={k: v for k, v in after["recognizer"].items() if k.endswith("_mb")},
                      pages_memory={k: v for k, v in after["pages"].items() if k.endswith("_mb")},
-                     torch_threads=after["recognizer"]["torch_threads"])
+                     healthz_p50_ms=floor, load_average=round(os.getloadavg()[0], 1),
+                     **{k: after["recognizer"].get(k) for k in ("backend", "quantize", "decoder", "threads",
+                                                                 "torch_loaded")})
             results["runs"].append(r)
             print(f"{label:<44} c={c:<3} {r['rps']:>7.1f} req/s  p50 {r['p50_ms']:>7.1f} ms  "
                   f"p95 {r['p95_ms']:>7.1f} ms  p99 {r['p99_ms']:>7.1f} ms  replica p50 {r['replica_p50_ms']:>6.1f} ms  "
@@ -163,6 +221,15 @@ def main() -> int:
             print(f"    memory (MB) recognizer {r['recognizer_memory']}  pages {r['pages_memory']}")
         serve.delete("htr")
     serve.shutdown()
+    print(f"\n{results['date']}, {results['machine']}, load average at start {results['load_average_at_start']}; "
+          f"recognizer directly {direct_ms:.1f} ms/line, by stage (ms) {split}\n")
+    print("| mode | conc. | req/s | p50 ms | p95 ms | replica's own p50 ms | /healthz p50 ms | mean batch "
+          "| Recognizer peak RSS MB | torch loaded | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results["runs"]:
+        print(f"| {r['mode']} | {r['concurrency']} | {r['rps']} | {r['p50_ms']} | {r['p95_ms']} | "
+              f"{r['replica_p50_ms']} | {r['healthz_p50_ms']} | {r['mean_batch']} | {r['recognizer_peak_rss_mb']} | "
+              f"{r['torch_loaded']} | {r['load_average']} |")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.json}")

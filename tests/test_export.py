@@ -199,7 +199,11 @@ def test_bulk_stage_reads_pages_with_an_exported_model(line_model, exported, iam
     assert actor.recognizer.describe()["backend"] == "onnx" and actor.recognizer.describe()["quantize"] is None
     reader = PageReader("opencv")
     got = reader.read("page.png", data, actor.recognizer)
-    ref = reader.read("page.png", data, Recognizer.from_uri(line_model))
+    from htr_ray.recognition.spec import RecognizerSpec
+
+    # the model's own decoder on both sides (model.json names beam + the LM shipped beside it, and the
+    # export carries the LM along)
+    ref = reader.read("page.png", data, RecognizerSpec(model=line_model).build())
     assert [r.status for r in got] == [r.status for r in ref]
     assert [[ln.text for ln in r.lines] for r in got] == [[ln.text for ln in r.lines] for r in ref]
     assert len(got[0].lines) >= 2

@@ -77,10 +77,35 @@ def png(gray):
     return images.encode_png(gray)
 
 
-def test_recognize_same_text_as_recognizer_directly(serve_app, line_images, line_model):
-    from htr_ray.recognition.spec import RecognizerSpec
+def served_spec(line_model):
+    """The recogniser spec the app of serve_config.yaml runs, on the test's model."""
+    from htr_ray.distributed.serve import ServeAppConfig
 
-    rec = RecognizerSpec(model=line_model).build()
+    args = dict(SERVE_CONFIG["applications"][0]["args"])
+    args["recognizer"] = {**(args.get("recognizer") or {}), "model": line_model}
+    return ServeAppConfig.from_args(args).recognizer
+
+
+def test_serve_reads_with_the_bulk_jobs_recognizer(line_model):
+    """One recogniser default for both paths: Serve's spec (as serve_config.yaml leaves it) is the bulk
+    job's, so the same line reads the same over HTTP and in the bulk job."""
+    from htr_ray.distributed.serve import DEFAULT_RECOGNIZER, ServeAppConfig
+    from htr_ray.distributed.transcribe import TranscribeConfig
+
+    bulk = TranscribeConfig(input="unused", output="unused").recognizer
+    assert DEFAULT_RECOGNIZER == bulk and ServeAppConfig().recognizer == bulk
+    assert (bulk.backend, bulk.quantize) == ("onnx", "int8")
+    assert served_spec(line_model) == bulk.replace(model=line_model)
+    # a backend other than onnx does not inherit onnx's int8; unknown options are refused
+    assert ServeAppConfig.from_args({"recognizer": {"backend": "torch"}}).recognizer.quantize is None
+    with pytest.raises(ValueError, match="unknown recognizer options"):
+        ServeAppConfig.from_args({"recognizer": {"backnd": "onnx"}})
+
+
+def test_recognize_same_text_as_recognizer_directly(serve_app, line_images, line_model):
+    spec = served_spec(line_model)
+    rec = spec.build()
+    assert rec.describe()["backend"] == "onnx" and rec.describe()["quantize"] == "int8"
     for gray in line_images[:4]:
         direct = rec.recognize([gray])[0]
         raw = requests.post(f"{serve_app}/v1/recognize", data=png(gray), headers={"Content-Type": "image/png"}, timeout=60)
@@ -100,7 +125,6 @@ def test_transcribe_page_matches_the_bulk_job_path(serve_app, line_model):
     from htr_ray.layout.printed import DEFAULT_FILTER
     from htr_ray.pages.reader import PageReader
     from htr_ray.pages.results import PageResult
-    from htr_ray.recognition.spec import RecognizerSpec
 
     page = png(PageGenerator(seed=2, split="test").sample(0).image)
     resp = requests.post(f"{serve_app}/v1/transcribe?char_confidences=true", data=page,
@@ -111,13 +135,16 @@ def test_transcribe_page_matches_the_bulk_job_path(serve_app, line_model):
     # the bulk job's reader, with the line finder and printed filter serve_config.yaml names
     args = SERVE_CONFIG["applications"][0]["args"]
     bulk = PageReader(args.get("line_finder", "auto"), printed_filter=args.get("printed_filter", DEFAULT_FILTER)) \
-        .read("upload", page, RecognizerSpec(model=line_model).build())[0]
+        .read("upload", page, served_spec(line_model).build())[0]
     assert served.ok and bulk.ok
     assert served.text == bulk.text and served.text.strip()
     assert [ln.bbox for ln in served.lines] == [ln.bbox for ln in bulk.lines]
     assert [ln.kind for ln in served.lines] == [ln.kind for ln in bulk.lines]
+    # ONNX int8 is dynamic quantisation: activations are scaled per model call, so a line's scores move
+    # (by < 1e-3 here) with the lines it shares a call with, and Serve's batches of a page's crops need
+    # not be the bulk job's (a lone line at /v1/recognize matches to 1e-4, test above)
     for a, b in zip(served.lines, bulk.lines):
-        assert a.char_confidences == pytest.approx(b.char_confidences, abs=1e-4) and a.char_confidences
+        assert a.char_confidences == pytest.approx(b.char_confidences, abs=2e-3) and a.char_confidences
     assert set(row["timings"]) == {"decode", "find_lines", "recognize", "assemble"}
 
 
@@ -158,6 +185,8 @@ def test_concurrent_requests_are_batched(serve_app, line_images):
     assert rec["max_batch_size"] == file_deployment("Recognizer")["user_config"]["max_batch_size"]
     assert rec["batch_wait_timeout_s"] == file_deployment("Recognizer")["user_config"]["batch_wait_timeout_s"]
     assert rec["peak_rss_mb"] > 50 and stats["pages"]["peak_rss_mb"] > 50
+    # the replica runs what serve_config.yaml says: the bulk job's ONNX int8 on one thread
+    assert (rec["backend"], rec["quantize"], rec["threads"]) == ("onnx", "int8", 1), rec
 
 
 def test_deployments_run_with_the_config_files_settings(serve_app):

@@ -40,6 +40,7 @@ import dataclasses
 import hmac
 import logging
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -68,11 +69,18 @@ APP_NAME = "htr"
 RETRY_AFTER_S = 1
 
 
+# The bulk job's recogniser (htr_ray.distributed.transcribe.TranscribeConfig.recognizer; a test checks
+# they are equal): ONNX Runtime int8 on one thread, decoder and LM as the model's model.json says, so the
+# same line reads the same over HTTP and in the bulk job, and the replica never imports torch.
+DEFAULT_RECOGNIZER = RecognizerSpec(backend="onnx", quantize="int8", threads=1)
+
+
 @dataclass
 class ServeAppConfig:
     """The application's ``args`` in serve_config.yaml: how lines are read and how pages are cut."""
 
-    recognizer: RecognizerSpec = config.field(RecognizerSpec(), help="the line recognizer (model, decoder, LM ...)")
+    recognizer: RecognizerSpec = config.field(DEFAULT_RECOGNIZER, help="the line recognizer (model, backend, "
+                                                                        "decoder, LM ...); the bulk job's default")
     line_finder: str = config.field("auto", help="auto (learned if shipped, else opencv), learned, opencv")
     printed_filter: str = config.field(DEFAULT_FILTER, help="printed-text filter of the opencv finder; 'none': lines whole")
     api_key: str = config.field(None, help="require this key (default: HTR_API_KEY from the environment, else open)")
@@ -90,7 +98,10 @@ class ServeAppConfig:
             bad = set(spec) - {f.name for f in dataclasses.fields(RecognizerSpec)}
             if bad:
                 raise ValueError(f"unknown recognizer options {sorted(bad)}")
-            spec = RecognizerSpec(**spec)
+            spec = dict(spec)
+            if spec.get("backend", "onnx") != "onnx" and "quantize" not in spec:
+                spec["quantize"] = None  # int8 is the default of the onnx backend only
+            spec = DEFAULT_RECOGNIZER.replace(**spec)  # unset fields: the bulk job's defaults
         return cls(recognizer=spec, **args)
 
 
@@ -221,9 +232,18 @@ class RecognizerDeployment:
     """The line model, once per replica, answering HTTP itself; lines of all requests share batches."""
 
     def __init__(self, pages, spec: RecognizerSpec | dict | None = None, api_key: str | None = None):
-        spec = spec if isinstance(spec, RecognizerSpec) else RecognizerSpec(**(spec or {}))
+        from htr_ray.recognition import export
+
+        spec = spec if isinstance(spec, RecognizerSpec) else DEFAULT_RECOGNIZER.replace(**(spec or {}))
+        if export.is_exported(spec.model):  # an exported directory runs with its own backend (as in the bulk job)
+            spec = spec.replace(backend=None, quantize=None)
         self.spec = spec
         self.recognizer = spec.build()
+        # one CPU per replica: OpenCV (PNG decode, line resize) gets as many threads as the model, not a
+        # pool of one per core that spins against the model and the other replicas
+        import cv2
+
+        cv2.setNumThreads(int(spec.threads or 1))
         self.model = spec.model
         self.pages = pages
         self.reader = PageReader(model=self.model)  # assembling loads no line finder
@@ -328,16 +348,23 @@ class RecognizerDeployment:
     async def healthz(self):
         return {"status": "ok", "model": self.model}
 
+    def _runtime(self) -> dict:
+        """What runs the model: backend, quantisation, intra-op threads, and whether torch is loaded."""
+        info = self.recognizer.describe()
+        torch = sys.modules.get("torch")
+        threads = getattr(self.recognizer.model, "threads", None) if self.recognizer.numpy_io else None
+        return {"backend": info["backend"], "quantize": info["quantize"], "decoder": info["decoder"],
+                "threads": threads or (torch.get_num_threads() if torch else None),
+                "torch_loaded": torch is not None}
+
     @api.get("/v1/stats", summary="Batch sizes, threads and memory of one replica of each deployment")
     async def stats(self):
-        import torch
-
         try:
             pages = await self.pages.stats.remote()
         except Exception as exc:  # stats must not fail because the page side is busy or down
             pages = {"error": f"{type(exc).__name__}: {exc}"}
         return {"recognizer": {"pid": os.getpid(), "batch_sizes": dict(self.batch_sizes), "model": self.model,
-                               "torch_threads": torch.get_num_threads(),
+                               **self._runtime(),
                                "max_batch_size": self.recognize_lines._get_max_batch_size(),
                                "batch_wait_timeout_s": self.recognize_lines._get_batch_wait_timeout_s(),
                                **process_memory()},

@@ -36,22 +36,35 @@ on the exported fp32 graph, restricted to the LSTM / MatMul / Gemm nodes (``Dyna
 behaves like the torch module for :class:`htr_ray.recognition.recognizer.Recognizer` (``__call__`` on a torch
 tensor returns logits, ``output_lengths``, ``kind``, ``input_height``...), so the recogniser's
 pre-processing, batching and decoding are unchanged whatever runs the network.
+
+A checkpoint run with ``backend="onnx"``/``"torchscript"`` is exported once and kept in the **export
+cache** (:func:`cached_export`): a directory per checkpoint content (hash of its ``model.json`` and
+weights) and export settings, under ``HTR_EXPORT_CACHE`` (default ``~/.cache/htr-ray/exports``). A
+process that has not imported torch exports in a child process, so that a Serve replica or a bulk
+actor running ONNX never loads torch (about 200 MB of RSS): with the export cached, the ONNX path
+imports onnxruntime and numpy only (tests/test_export.py checks ``"torch" not in sys.modules``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import io
 import json
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
+import uuid
 import warnings
+from importlib import metadata
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from htr_ray.models import checkpoint
 from htr_ray.io import storage
 
 log = logging.getLogger(__name__)
@@ -63,6 +76,10 @@ QUANTIZE = (None, "int8")
 DEFAULT_OPSET = 17
 ONNX_QUANT_OPS = ("LSTM", "MatMul", "Gemm")
 LENGTHS_FORMULA = "max(1, width // width_stride)"
+# the checkpoint's files (htr_ray.models.checkpoint.META_FILE / WEIGHTS_FILE, which imports torch; a
+# test checks they agree): the ONNX path reads model.json without torch, the cache key hashes both
+META_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
 
 
 class ExportError(ValueError):
@@ -248,12 +265,17 @@ def export(src: str, dst: str, backend: str, quantize: str | None = None, opset:
            onnx_quant_ops: Sequence[str] = ONNX_QUANT_OPS) -> dict:
     """Export the checkpoint at ``src`` into the directory ``dst`` (any URI); returns its meta.
     ``model.json`` is written last, so a directory with it is complete."""
+    from htr_ray.models import checkpoint
+
     if quantize in ("", "none", "fp32"):
         quantize = None
     model, meta = checkpoint.load(src)
     data, out = export_model(model, meta, backend, quantize, opset, onnx_quant_ops, source=src)
     storage.write_bytes(storage.join(dst, out["file"]), data)
-    storage.write_text(storage.join(dst, checkpoint.META_FILE), json.dumps(out, indent=1, ensure_ascii=False) + "\n")
+    lm = (meta.get("decoding") or {}).get("lm")
+    if lm and storage.exists(storage.join(src, lm)):  # the LM the model names travels with it
+        storage.write_bytes(storage.join(dst, lm), storage.read_bytes(storage.join(src, lm)))
+    storage.write_text(storage.join(dst, META_FILE), json.dumps(out, indent=1, ensure_ascii=False) + "\n")
     log.info("exported %s -> %s (%s%s, %.1f MB)", src, dst, backend, f" {quantize}" if quantize else "",
              len(data) / 1e6)
     return out
@@ -263,7 +285,7 @@ def export(src: str, dst: str, backend: str, quantize: str | None = None, opset:
 
 
 def read_meta(uri: str) -> dict:
-    meta = json.loads(storage.read_text(storage.join(uri, checkpoint.META_FILE)))
+    meta = json.loads(storage.read_text(storage.join(uri, META_FILE)))
     if meta.get("format") != FORMAT:
         raise ExportError(f"{uri}: not an exported htr-ray model (format {meta.get('format')!r})")
     return meta
@@ -272,10 +294,92 @@ def read_meta(uri: str) -> dict:
 def is_exported(uri: str) -> bool:
     """Whether ``uri`` is an exported model directory (not a training checkpoint)."""
     try:
-        meta = json.loads(storage.read_text(storage.join(uri, checkpoint.META_FILE)))
+        meta = json.loads(storage.read_text(storage.join(uri, META_FILE)))
     except (OSError, ValueError):
         return False
     return meta.get("format") == FORMAT
+
+
+# ------------------------------------------------------------------------------- export cache
+
+
+def cache_root() -> Path:
+    """Where exported checkpoints are kept: ``HTR_EXPORT_CACHE``, else ``~/.cache/htr-ray/exports``."""
+    return Path(os.environ.get("HTR_EXPORT_CACHE") or Path.home() / ".cache" / "htr-ray" / "exports")
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def cache_key(uri: str, backend: str, quantize: str | None) -> str:
+    """Hash of what decides the exported file: the checkpoint's meta and weights (their bytes, so a
+    retrained checkpoint at the same URI gets a new entry), the backend, the quantisation, the export
+    settings and the exporters' versions (read from package metadata: nothing is imported)."""
+    h = hashlib.sha256()
+    for name in (META_FILE, WEIGHTS_FILE):
+        data = storage.read_bytes(storage.join(uri, name))
+        h.update(f"{name}:{len(data)}:".encode())
+        h.update(data)
+    settings = {"format": FORMAT, "backend": backend, "quantize": quantize, "opset": DEFAULT_OPSET,
+                "onnx_quant_ops": list(ONNX_QUANT_OPS), "reduce_range": True,
+                "versions": [_version(p) for p in ("torch", "onnx", "onnxruntime")]}
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def _export_in_child(src: str, dst: str, backend: str, quantize: str | None) -> None:
+    """:func:`export` in a child Python, so that torch is imported there and not here."""
+    code = ("import sys\nfrom htr_ray.recognition.export import export\n"
+            "export(sys.argv[1], sys.argv[2], sys.argv[3], quantize=sys.argv[4] or None)\n")
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    done = subprocess.run([sys.executable, "-c", code, src, dst, backend, quantize or ""], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        raise ExportError(f"exporting {src} to {backend} failed in a child process: " + " | ".join(tail))
+
+
+def cached_export(uri: str, backend: str, quantize: str | None = None) -> str:
+    """The exported directory of the checkpoint at ``uri`` for ``backend``/``quantize``, from the export
+    cache (:func:`cache_root`), exported into it first if it is not there. The export runs in this process
+    if torch is already imported here, else in a child process (torch never enters this one). Entries are
+    written to a temporary directory and renamed into place, so concurrent processes (replicas, actors)
+    never see half an entry; the first rename wins."""
+    if backend not in BACKENDS:
+        raise ExportError(f"unknown export format {backend!r} (one of {', '.join(BACKENDS)})")
+    if quantize not in QUANTIZE:
+        raise ExportError(f"unknown quantisation {quantize!r} (none or int8)")
+    try:
+        key = cache_key(uri, backend, quantize)
+    except OSError as exc:
+        raise ExportError(f"{uri}: not a readable checkpoint ({META_FILE} and {WEIGHTS_FILE}): {exc}") from exc
+    root = cache_root()
+    final = root / f"{backend}-{quantize or 'fp32'}-{key}"
+    if (final / META_FILE).is_file():
+        return str(final)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        if "torch" in sys.modules:
+            export(uri, str(tmp), backend, quantize=quantize)
+        else:
+            _export_in_child(uri, str(tmp), backend, quantize)
+        try:
+            os.rename(tmp, final)
+            log.info("export cache: %s %s of %s -> %s", backend, quantize or "fp32", uri, final)
+        except OSError:
+            if not (final / META_FILE).is_file():  # not a lost race with another process: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(final)
 
 
 class _Runtime:
@@ -296,11 +400,8 @@ class _Runtime:
             self.input_size = int(spec["size"])
             self.input_height = self.input_size
 
-    def output_lengths(self, widths):
-        import torch
-
-        w = torch.as_tensor(np.asarray(widths), dtype=torch.long)
-        return torch.clamp(w // self.width_stride, min=1)
+    def output_lengths(self, widths) -> np.ndarray:
+        return np.maximum(np.asarray(widths, dtype=np.int64) // self.width_stride, 1)
 
     # module-like no-ops, so code written for a torch model accepts a runner
     def to(self, *args, **kwargs):
@@ -326,8 +427,20 @@ class _Runtime:
         raise NotImplementedError
 
 
+def process_threads() -> int:
+    """The process's intra-op thread setting, without importing torch: torch's when torch is already
+    loaded, else OMP_NUM_THREADS (Ray workers get their CPUs there), else 0 (onnxruntime: one a core)."""
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() else 0
+
+
 class OnnxModel(_Runtime):
-    """An ONNX model run by onnxruntime (CPUExecutionProvider; CUDA when asked and available)."""
+    """An ONNX model run by onnxruntime (CPUExecutionProvider; CUDA when asked and available).
+    ``numpy_io``: the recogniser calls :meth:`run` with numpy arrays, and no torch is needed."""
+
+    numpy_io = True
 
     def __init__(self, data: bytes, meta: dict, threads: int | None = None, device: str = "cpu"):
         super().__init__(meta)
@@ -335,9 +448,7 @@ class OnnxModel(_Runtime):
 
         so = ort.SessionOptions()
         if not threads:
-            import torch  # the process's setting (Ray workers get OMP_NUM_THREADS = their CPUs)
-
-            threads = torch.get_num_threads()
+            threads = process_threads()
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -409,9 +520,9 @@ def load(uri: str, backend: str | None = None, quantize: str | None = None, thre
       must agree with it);
     - checkpoint and ``backend`` ``None``/``"torch"``: the torch module itself (dynamically quantised
       to int8 when ``quantize="int8"``);
-    - checkpoint and ``backend`` ``"onnx"``/``"torchscript"``: exported in memory first (a second or
-      two), then run like an exported directory.
-    ``threads``: onnxruntime's intra-op threads (default: ``torch.get_num_threads()``, which follows
+    - checkpoint and ``backend`` ``"onnx"``/``"torchscript"``: exported once into the export cache
+      (:func:`cached_export`), then run like an exported directory.
+    ``threads``: onnxruntime's intra-op threads (default: :func:`process_threads`, which follows
     OMP_NUM_THREADS); for torch backends torch.set_num_threads (process-wide) when given.
     """
     if quantize in ("", "none", "fp32"):
@@ -428,6 +539,10 @@ def load(uri: str, backend: str | None = None, quantize: str | None = None, thre
             raise ExportError(f"{uri} is exported with quantize={meta.get('quantize')}, not {quantize}")
         data = storage.read_bytes(storage.join(uri, meta["file"]))
         return RUNTIMES[meta["backend"]](data, meta, threads=threads, device=device), meta
+    if backend in BACKENDS:
+        return load(cached_export(uri, backend, quantize), threads=threads, device=device)
+    from htr_ray.models import checkpoint
+
     model, meta = checkpoint.load(uri, device="cpu")
     if backend in (None, "torch"):
         if quantize == "int8":
@@ -439,9 +554,7 @@ def load(uri: str, backend: str | None = None, quantize: str | None = None, thre
             import torch
 
             torch.set_num_threads(int(threads))
-        return model.to(device).eval(), meta
-    data, out = export_model(model, meta, backend, quantize, source=uri)
-    return RUNTIMES[backend](data, out, threads=threads, device=device), out
+    return model.to(device).eval(), meta
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -476,6 +589,8 @@ def compare_logits(reference, candidate, images: np.ndarray, widths: np.ndarray 
 def verify(src: str, dst: str, seed: int = 0) -> dict:
     """Compare an exported directory with its checkpoint on a synthetic padded batch (random strokes
     of three widths); the same check the export job prints."""
+    from htr_ray.models import checkpoint
+
     model, _ = checkpoint.load(src)
     runner, meta = load(dst)
     rng = np.random.default_rng(seed)

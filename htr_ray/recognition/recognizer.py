@@ -30,6 +30,13 @@ from htr_ray.recognition.decode import Decoded, make_decoder
 log = logging.getLogger(__name__)
 
 
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log_softmax over the last axis in float32 (torch's formula: x - max - log(sum(exp(x - max))))."""
+    x = np.asarray(logits, dtype=np.float32)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 @dataclass
 class LineResult:
     text: str
@@ -60,13 +67,20 @@ class Recognizer:
     def __init__(self, model, meta: dict, device: str = "cpu", decoder: str = "greedy", lexicon=None, lm=None,
                  batch_size: int = 32, max_batch_pixels: int = 4_000_000, beam_options: dict | None = None,
                  uri: str | None = None, exact_batches: bool = True, width_bucket: int = 32):
-        import torch
-
-        self.torch = torch
         self.model = model
         self.meta = meta
         self.uri = uri
-        self.device = torch.device(device)
+        # A runner with numpy in and out (ONNX Runtime) is called with numpy arrays, and torch is never
+        # imported: a replica or actor that runs ONNX does not pay torch's ~200 MB of RSS.
+        self.numpy_io = bool(getattr(model, "numpy_io", False))
+        if self.numpy_io:
+            self.torch = None
+            self.device = device
+        else:
+            import torch
+
+            self.torch = torch
+            self.device = torch.device(device)
         self.kind = meta.get("kind", getattr(model, "kind", "line"))
         self.charset = list(meta["charset"])
         spec = meta.get("input", {})
@@ -98,10 +112,11 @@ class Recognizer:
         own backend; ``backend="onnx"``/``"torchscript"`` runs a checkpoint that way (exported in memory),
         ``quantize="int8"`` quantises dynamically, ``threads`` sets onnxruntime's intra-op threads.
         Pre-processing, batching and decoding are the same for every backend."""
-        from htr_ray.models import checkpoint
         from htr_ray.recognition import export
 
         if backend in (None, "torch") and quantize is None and not export.is_exported(uri):
+            from htr_ray.models import checkpoint
+
             model, meta = checkpoint.load(uri, device=device)
         else:
             model, meta = export.load(uri, backend=backend, quantize=quantize, threads=threads, device=device)
@@ -113,11 +128,12 @@ class Recognizer:
         model's own defaults from ``model.json`` ``"decoding"`` (``decoder``, ``lm``: a file beside the
         model, and beam options), then the library's."""
         from htr_ray.io import storage
-        from htr_ray.models import checkpoint
         from htr_ray.recognition import export
 
         uri = spec.model
         if spec.backend in (None, "torch") and spec.quantize is None and not export.is_exported(uri):
+            from htr_ray.models import checkpoint
+
             model, meta = checkpoint.load(uri, device=spec.device)
         else:
             model, meta = export.load(uri, backend=spec.backend, quantize=spec.quantize, threads=spec.threads,
@@ -131,7 +147,7 @@ class Recognizer:
             lm = None
         beam_options = {k: v for k, v in (defaults.get("beam_options") or {}).items()}
         beam_options.update(spec.beam_options())
-        if spec.threads:
+        if spec.threads and not getattr(model, "numpy_io", False):  # onnxruntime got its threads above
             import torch
 
             torch.set_num_threads(int(spec.threads))
@@ -205,9 +221,17 @@ class Recognizer:
         errors. What :meth:`recognize` decodes; exposed for benchmarks and custom decoders."""
         if self.kind != "line":
             raise TypeError("log_probs is for line (CTC) models")
-        torch = self.torch
         xs, errors = self._prepare_all(imgs)
         out: list[np.ndarray | None] = [None] * len(xs)
+        if self.numpy_io:
+            for batch in self._line_batches(xs):
+                arr, widths = images.pad_batch([xs[i] for i in batch], width_multiple=self.width_multiple)
+                logits, lengths = self.model.run(arr, widths)
+                lp = _log_softmax(logits)
+                for k, i in enumerate(batch):
+                    out[i] = lp[k, : min(int(lengths[k]), lp.shape[1])]
+            return out, errors
+        torch = self.torch
         with torch.inference_mode():
             for batch in self._line_batches(xs):
                 arr, widths = images.pad_batch([xs[i] for i in batch], width_multiple=self.width_multiple)
@@ -240,20 +264,23 @@ class Recognizer:
         """Classify isolated characters (classifier checkpoints)."""
         if self.kind == "line":
             raise TypeError("classify is for character classifier checkpoints; use recognize for lines")
-        torch = self.torch
         xs, errors = self._prepare_all(imgs)
         ok = [i for i, x in enumerate(xs) if x is not None]
         results: list[CharResult | None] = [None] * len(xs)
         k = min(top_k, len(self.charset))
-        with torch.inference_mode():
-            for s in range(0, len(ok), max(self.batch_size, 64)):
-                idx = ok[s:s + max(self.batch_size, 64)]
-                x = torch.from_numpy(np.stack([xs[i] for i in idx])[:, None]).to(self.device)
-                probs = self.model(x).float().softmax(-1).cpu().numpy()
-                top = np.argsort(-probs, axis=1)[:, :k]
-                for row, i in enumerate(idx):
-                    best = [(self.charset[int(c)], float(probs[row, c])) for c in top[row]]
-                    results[i] = CharResult(best[0][0], best[0][1], best)
+        for s in range(0, len(ok), max(self.batch_size, 64)):
+            idx = ok[s:s + max(self.batch_size, 64)]
+            x = np.stack([xs[i] for i in idx])[:, None]
+            if self.numpy_io:
+                probs = np.exp(_log_softmax(self.model.run(np.ascontiguousarray(x, np.float32))))
+            else:
+                torch = self.torch
+                with torch.inference_mode():
+                    probs = self.model(torch.from_numpy(x).to(self.device)).float().softmax(-1).cpu().numpy()
+            top = np.argsort(-probs, axis=1)[:, :k]
+            for row, i in enumerate(idx):
+                best = [(self.charset[int(c)], float(probs[row, c])) for c in top[row]]
+                results[i] = CharResult(best[0][0], best[0][1], best)
         return [r if r is not None else CharResult("", 0.0, [], errors[i] or "unusable image")
                 for i, r in enumerate(results)]
 
