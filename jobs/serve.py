@@ -56,6 +56,28 @@ def load_schema(cfg: ServeConfig):
     return ServeDeploySchema.model_validate(raw)
 
 
+def wait_until_running(apps: list[str], stop: list, timeout_s: float = 600.0) -> str | None:
+    """Block until every application is RUNNING, so that "ready" is printed only when requests are
+    answered (until then the proxy says "Path not found"). Returns the failure message of an
+    application that failed to deploy, else None (also when stopped or after ``timeout_s``)."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    deadline = time.monotonic() + timeout_s
+    while not stop and time.monotonic() < deadline:
+        status = serve.status().applications
+        for name in apps:
+            app = status.get(name)
+            if app is not None and app.status == ApplicationStatus.DEPLOY_FAILED:
+                return f"{name}: {app.message}"
+        if all(name in status and status[name].status == ApplicationStatus.RUNNING for name in apps):
+            return None
+        time.sleep(0.5)
+    if not stop:
+        print(f"still deploying after {timeout_s:.0f} s; see `serve status`", file=sys.stderr, flush=True)
+    return None
+
+
 def main(argv=None) -> int:
     cfg = flags.from_args(ServeConfig, argv)
     schema = load_schema(cfg)
@@ -71,11 +93,18 @@ def main(argv=None) -> int:
     # per-deployment settings, exactly as `serve deploy` / `serve run <file>` / the RayService do.
     serve.context._get_global_client().deploy_apps(schema, _blocking=False)
     names = ", ".join(f"{a.name} at {a.route_prefix}" for a in schema.applications)
-    print(f"deploying {names}: http://{http['host']}:{http['port']}/docs (Ctrl-C stops)", flush=True)
+    print(f"deploying {names} (replicas load their models: this takes a while) ...", flush=True)
 
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     try:
+        failed = wait_until_running([a.name for a in schema.applications], stop)
+        if failed:
+            print(f"deploy failed: {failed}", file=sys.stderr, flush=True)
+            serve.shutdown()
+            return 1
+        if not stop:
+            print(f"ready: http://{http['host']}:{http['port']}/docs (Ctrl-C stops)", flush=True)
         while not stop:
             time.sleep(0.5)
     except KeyboardInterrupt:

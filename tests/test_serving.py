@@ -378,7 +378,13 @@ def test_python_jobs_serve_starts_and_answers(line_images, tmp_path):
                              "--num-cpus", "2"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, timeout=300, proc=proc)
+        deadline = time.monotonic() + 300
+        while "ready: http" not in (tmp_path / "serve.log").read_text():  # printed once the app is RUNNING
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.5)
+        # "ready" means it answers: the proxy learns the new route within moments, not the ~30 s of a
+        # replica start that "Path not found" used to cover
+        wait_healthy(base, timeout=15, proc=proc)
         r = requests.post(f"{base}/v1/recognize", data=png(line_images[2]), headers={"Content-Type": "image/png"}, timeout=60)
         assert r.status_code == 200 and r.json()["text"], r.text
         proc.send_signal(signal.SIGTERM)
