@@ -138,9 +138,11 @@ def _seeds(prob: np.ndarray, opts: FinderOptions) -> tuple[np.ndarray, list[_See
     n, lab, stats, _ = cv2.connectedComponentsWithStats(body, connectivity=8)
     if n <= 1:
         return lab, []
-    ys, xs = np.nonzero(lab)
-    ls = lab[ys, xs]
-    bp = prob[0][ys, xs]
+    mw = prob.shape[2]
+    flat = np.flatnonzero(body)  # raster order
+    ys, xs = np.divmod(flat, mw)
+    ls = lab.ravel()[flat]
+    bp = prob[0].ravel()[flat]
     area = stats[:, cv2.CC_STAT_AREA]
     score = np.bincount(ls, bp, minlength=n) / np.maximum(area, 1)
     good = (area >= opts.min_area) & (score >= opts.min_score)
@@ -151,12 +153,11 @@ def _seeds(prob: np.ndarray, opts: FinderOptions) -> tuple[np.ndarray, list[_See
     remap = np.zeros(n, np.int32)
     remap[good] = np.arange(1, int(good.sum()) + 1)
     sel = good[ls]
-    ys, xs, ls = ys[sel], xs[sel], remap[ls[sel]]
+    flat, ys, xs, ls, bp = flat[sel], ys[sel], xs[sel], remap[ls[sel]], bp[sel]
     st = stats[good]
     k = len(st) + 1
-    pp = prob[2][ys, xs]
+    pp = prob[2].ravel()[flat]
     # a component whose printed map changes along it is cut where it changes (a label fused to its field)
-    mw = prob.shape[2]
     key = ls.astype(np.int64) * mw + xs
     cnt = np.bincount(key, minlength=k * mw).reshape(k, mw)
     pm = np.bincount(key, pp, minlength=k * mw).reshape(k, mw) / np.maximum(cnt, 1)
@@ -180,10 +181,10 @@ def _seeds(prob: np.ndarray, opts: FinderOptions) -> tuple[np.ndarray, list[_See
     remap = np.zeros(k, np.int32)
     remap[ok] = np.arange(1, int(ok.sum()) + 1)
     sel = ok[ls]
-    ys, xs, ls, bp, pp = ys[sel], xs[sel], remap[ls[sel]], prob[0][ys[sel], xs[sel]], pp[sel]
+    flat, ys, xs, ls, bp, pp = flat[sel], ys[sel], xs[sel], remap[ls[sel]], bp[sel], pp[sel]
     k = int(ok.sum()) + 1
     out = np.zeros_like(lab)
-    out[ys, xs] = ls
+    out.ravel()[flat] = ls
     if k == 1:
         return out, []
     area = np.bincount(ls, minlength=k).astype(np.float64)
@@ -330,9 +331,9 @@ def maps_to_lines(prob: np.ndarray, opts: FinderOptions | None = None) -> list[d
     inv = (body_ids == 0).astype(np.uint8)
     dist, near = cv2.distanceTransformWithLabels(inv, cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_PIXEL)
     # labels of zero pixels, in raster order: index -> (y, x)
-    zy, zx = np.nonzero(body_ids)
-    owner = np.zeros(zy.size + 1, np.int32)
-    owner[1:] = body_ids[zy, zx]
+    kept = body_ids[body_ids > 0]
+    owner = np.zeros(kept.size + 1, np.int32)
+    owner[1:] = kept
     region = owner[near]
     heights = np.array([0.0] + [s.height for s in seeds], np.float32)
     grow = (prob[1] > opts.extent_threshold) & (dist <= opts.reach * heights[region])
