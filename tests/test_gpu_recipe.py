@@ -164,3 +164,21 @@ def test_the_clock_stops_training_inside_an_epoch(tiny_pack, tmp_path):
     assert summary["stopped"] == "time_limit"
     assert [h["samples"] for h in summary["history"]] == [8]
     assert ctx.best_checkpoint() is not None
+
+
+def test_autocast_dtype_is_float16_for_models_with_an_lstm():
+    """cuDNN runs LSTMs in float16 under any CUDA autocast, so the recipe's CRNN2 (and every CRNN)
+    must train in float16 with the gradient scaler; a model without a recurrent layer keeps bfloat16
+    where the GPU has it."""
+    import torch
+
+    from htr_ray.models import build_model
+    from htr_ray.training.loop import autocast_dtype
+
+    for name in ("crnn_medium_v2", "crnn_small_v2", "crnn_small"):
+        model = build_model(name, num_classes=10)
+        assert autocast_dtype(model, bf16_supported=True) == torch.float16
+        assert autocast_dtype(model, bf16_supported=False) == torch.float16
+    conv_only = build_model("char_cnn", num_classes=10)
+    assert autocast_dtype(conv_only, bf16_supported=True) == torch.bfloat16
+    assert autocast_dtype(conv_only, bf16_supported=False) == torch.float16

@@ -142,6 +142,15 @@ def evaluate(model, rows: Sequence[dict], charset: Charset, kind: str, size: int
     return out
 
 
+def autocast_dtype(model, bf16_supported: bool) -> torch.dtype:
+    """Mixed-precision dtype for training ``model`` on CUDA. Under autocast cuDNN runs an LSTM in
+    float16 whatever the autocast dtype (aten's AutocastRNN.cpp casts to kHalf), so a model with a
+    recurrent layer trains in float16, with the gradient scaler; in bfloat16 there would be no scaler
+    and the LSTM's small CTC gradients would underflow. Other models take bfloat16 where supported."""
+    has_rnn = any(isinstance(m, torch.nn.RNNBase) for m in model.modules())
+    return torch.bfloat16 if bf16_supported and not has_rnn else torch.float16
+
+
 def model_size(model) -> int:
     core = getattr(model, "module", model)
     return int(getattr(core, "input_height", getattr(core, "input_size", 32)))
@@ -237,7 +246,7 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
         except (ValueError, KeyError) as exc:
             log.warning("optimizer state not restored (%s); continuing with a fresh one", exc)
     use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = autocast_dtype(base_model, use_amp and torch.cuda.is_bf16_supported())
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     if planned_samples is None and isinstance(ctx, LocalContext):
