@@ -80,6 +80,12 @@ class Heap:
         tracemalloc.reset_peak()
         self.base = cur
 
+    def rebase(self) -> None:
+        """Leave what was allocated since the last step out of the next one (bench scaffolding)."""
+        gc.collect()
+        tracemalloc.reset_peak()
+        self.base = tracemalloc.get_traced_memory()[0]
+
 
 # ------------------------------------------------------------------------------------- 1. real S3
 
@@ -168,9 +174,12 @@ def measure_driver(n: int, flush_pages: int, workdir: Path, workers: int = 32) -
     t = time.perf_counter()
     done = transcribe.DoneIndex(transcribe.list_parts(output))
     heap.step(f"done index: DoneIndex, URI ranges of {parts} parts (half the keys committed)", n, t)
-    # write_manifest streams storage.iter_uris; feed it the synthetic keys, one fresh string at a time
+    # write_manifest streams storage.iter_uris; feed it the synthetic keys in key order, from a list made
+    # outside the measured step (a real listing arrives one LIST page at a time)
+    listing = sorted(synthetic_keys(n))
+    heap.rebase()
     real_iter = storage.iter_uris
-    storage.iter_uris = lambda prefix, suffixes=None, recursive=True, page_size=1000: iter(sorted(synthetic_keys(n)))
+    storage.iter_uris = lambda prefix, suffixes=None, recursive=True, page_size=1000: iter(listing)
     try:
         t = time.perf_counter()
         manifest = transcribe.write_manifest("s3://bank-archive/scans/", output, "bench", done)
@@ -178,6 +187,8 @@ def measure_driver(n: int, flush_pages: int, workdir: Path, workers: int = 32) -
                   f"{manifest.todo:,} URIs to do (peak: one shard being filtered)", n, t)
     finally:
         storage.iter_uris = real_iter
+    del listing
+    heap.rebase()
     # the read tasks the dataset's datasource gives Ray (without a cluster: the objects the driver builds;
     # Ray then puts each in its object store, a few hundred bytes each, not measured here)
     rows_per_read = max(4, min(transcribe.MANIFEST_ROWS_PER_GROUP, -(-manifest.todo // (workers * 16))))
