@@ -348,27 +348,29 @@ def maps_to_lines(prob: np.ndarray, opts: FinderOptions | None = None) -> list[d
         r_side = int(math.ceil(opts.side * s.height)) + 1
         wx0, wx1 = max(0, s.x0 - r_side), min(w, s.x1 + r_side)
         win = region[wy0:wy1, wx0:wx1] == i
-        n_cc, cc = cv2.connectedComponents(win.view(np.uint8), connectivity=8)
-        if n_cc > 2:  # pieces of extent that do not touch the body (a page edge, a box corner) are not the line's
-            win = np.isin(cc, np.unique(cc[body_ids[wy0:wy1, wx0:wx1] == i]))
-        bx, by, bw, bh = cv2.boundingRect(win.view(np.uint8))
-        if bw == 0:
+        contours, _ = cv2.findContours(cv2.copyMakeBorder(win.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+                                       cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
             continue
+        if len(contours) > 1:  # pieces of extent that do not touch the body (a page edge, a box corner) are not the line's
+            n_cc, cc = cv2.connectedComponents(win.view(np.uint8), connectivity=8)
+            touches = np.zeros(n_cc, bool)
+            touches[cc[body_ids[wy0:wy1, wx0:wx1] == i]] = True
+            keep = touches[cc]
+            if (keep != win).any():
+                win = keep
+                contours, _ = cv2.findContours(cv2.copyMakeBorder(win.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+                                               cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        bx, by, bw, bh = cv2.boundingRect(win.view(np.uint8))
         x0, y0 = wx0 + bx, wy0 + by
         x1, y1 = x0 + bw, y0 + bh
-        sub = win[by:by + bh, bx:bx + bw]
-        printed = float(printed_p[y0:y1, x0:x1][sub].mean())
-        mask = cv2.copyMakeBorder(sub.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        if contours:
-            # a line joined across a word gap has several pieces: their hull is its outline
-            c = contours[0] if len(contours) == 1 else cv2.convexHull(np.vstack(contours))
-            c = cv2.approxPolyDP(c, 1.0, True).reshape(-1, 2).astype(np.float32) + (x0 - 1, y0 - 1)
-            # pixel centres -> the outline of the pixels
-            cx, cy = c[:, 0].mean(), c[:, 1].mean()
-            c = c + np.sign(c - (cx, cy)) * 0.5 + 0.5
-        else:
-            c = np.float32([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+        printed = float(printed_p[wy0:wy1, wx0:wx1][win].mean())
+        # a line joined across a word gap has several pieces: their hull is its outline
+        c = contours[0] if len(contours) == 1 else cv2.convexHull(np.vstack(contours))
+        c = cv2.approxPolyDP(c, 1.0, True).reshape(-1, 2).astype(np.float32) + (wx0 - 1, wy0 - 1)
+        # pixel centres -> the outline of the pixels
+        cx, cy = c[:, 0].mean(), c[:, 1].mean()
+        c = c + np.sign(c - (cx, cy)) * 0.5 + 0.5
         bx0, bx1 = float(s.x0), float(s.x1)
         baseline = np.float32([[bx0, s.y_at(bx0)], [bx1, s.y_at(bx1)]])
         out.append({"box": [float(x0), float(y0), float(x1), float(y1)], "polygon": c, "baseline": baseline,
