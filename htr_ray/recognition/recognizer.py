@@ -127,7 +127,6 @@ class Recognizer:
         """Build from a :class:`htr_ray.recognition.spec.RecognizerSpec`. Fields left ``None`` take the
         model's own defaults from ``model.json`` ``"decoding"`` (``decoder``, ``lm``: a file beside the
         model, and beam options), then the library's."""
-        from htr_ray.io import storage
         from htr_ray.recognition import export
 
         uri = spec.model
@@ -138,15 +137,10 @@ class Recognizer:
         else:
             model, meta = export.load(uri, backend=spec.backend, quantize=spec.quantize, threads=spec.threads,
                                       device=spec.device)
-        defaults = dict(meta.get("decoding") or {})
-        decoder = spec.decoder or defaults.get("decoder") or "greedy"
-        lm = spec.lm
-        if lm is None and decoder == "beam" and defaults.get("lm"):
-            lm = storage.join(uri, defaults["lm"])  # the LM shipped beside the model
-        if lm in ("", "none"):
-            lm = None
-        beam_options = {k: v for k, v in (defaults.get("beam_options") or {}).items()}
-        beam_options.update(spec.beam_options())
+        chosen = spec.resolved(meta)  # the model's decoding defaults, then the library's: one rule
+        decoder = chosen.decoder
+        lm = None if chosen.lm in (None, "", "none") else chosen.lm
+        beam_options = chosen.beam_options()
         if spec.threads and not getattr(model, "numpy_io", False):  # onnxruntime got its threads above
             import torch
 
