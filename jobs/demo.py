@@ -23,7 +23,7 @@ from htr_ray.evaluation import domain_checks
 from htr_ray.evaluation.evaluate import score_page
 from htr_ray.io import images, storage
 from htr_ray.layout.printed import DEFAULT_FILTER
-from htr_ray.recognition.spec import RecognizerSpec
+from htr_ray.recognition.spec import PAGE_READING_DEFAULT, RecognizerSpec
 
 
 @dataclass
@@ -33,7 +33,7 @@ class DemoConfig:
     pages: int = config.field(12, help="pages to generate (cheques, prescriptions and homework in turn)")
     seed: int = config.field(2026, help="seed of the generated archive")
     workdir: str = config.field(str(paths.REPO_ROOT / "work" / "demo"), help="where the archive and the results are written")
-    recognizer: RecognizerSpec = config.field(RecognizerSpec(threads=1), help="how lines are read")
+    recognizer: RecognizerSpec = config.field(PAGE_READING_DEFAULT, help="how lines are read (as the bulk job and Serve)")
     workers: int = config.field(2, help="recognizer actors")
     line_finder: str = config.field("auto", help="auto, learned or opencv (see jobs/transcribe.py)")
     printed_filter: str = config.field(DEFAULT_FILTER, help="printed-text filter of the opencv finder ('none': read lines whole)")

@@ -57,7 +57,7 @@ from htr_ray.io import images
 from htr_ray.layout.printed import DEFAULT_FILTER
 from htr_ray.pages.reader import PageReader, PreparedPage
 from htr_ray.pages.results import PageResult
-from htr_ray.recognition.spec import RecognizerSpec
+from htr_ray.recognition.spec import PAGE_READING_DEFAULT, RecognizerSpec
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,9 @@ APP_NAME = "htr"
 RETRY_AFTER_S = 1
 
 
-# The bulk job's recogniser (htr_ray.distributed.transcribe.TranscribeConfig.recognizer; a test checks
-# they are equal): ONNX Runtime int8 on one thread, decoder and LM as the model's model.json says, so the
-# same line reads the same over HTTP and in the bulk job, and the replica never imports torch.
-DEFAULT_RECOGNIZER = RecognizerSpec(backend="onnx", quantize="int8", threads=1)
+# The bulk job's recogniser (spec.PAGE_READING_DEFAULT): the same line reads the same over HTTP and in
+# the bulk job, and the replica never imports torch.
+DEFAULT_RECOGNIZER = PAGE_READING_DEFAULT
 
 
 @dataclass

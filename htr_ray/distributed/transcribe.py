@@ -50,7 +50,7 @@ from htr_ray.io import images, storage
 from htr_ray.layout.printed import DEFAULT_FILTER
 from htr_ray.pages import results as res
 from htr_ray.pages.reader import PageReader, PreparedPage, is_scan
-from htr_ray.recognition.spec import DEFAULT_LINE_MODEL, RecognizerSpec
+from htr_ray.recognition.spec import DEFAULT_LINE_MODEL, PAGE_READING_DEFAULT, RecognizerSpec
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,10 @@ class TranscribeConfig:
 
     input: str = config.field(help="URI prefix of the scans (local folder or s3://bucket/prefix)")
     output: str = config.field(help="URI prefix for the results")
-    # ONNX Runtime int8 by default: on 300 held-out IAM-OnDB lines CER 0.1097 vs 0.1106 for torch fp32 at
-    # 1.9x the lines/s on one thread (bench/transcribe.py --backend-check 300, 2026-12-01); --backend torch
-    # reads exactly as torch does (Serve's default)
-    recognizer: RecognizerSpec = config.field(RecognizerSpec(backend="onnx", quantize="int8", threads=1),
-                                              help="how lines are read")
+    # ONNX Runtime int8 by default, as Serve and the demo (spec.PAGE_READING_DEFAULT): on 300 held-out
+    # IAM-OnDB lines CER 0.1097 vs 0.1106 for torch fp32 at 1.9x the lines/s on one thread
+    # (bench/transcribe.py --backend-check 300, 2026-12-01); --backend torch reads exactly as torch does
+    recognizer: RecognizerSpec = config.field(PAGE_READING_DEFAULT, help="how lines are read")
     workers: int = config.field(None, help="recogniser actors, one thread each (default: one per CPU of the cluster)")
     gpus_per_worker: float = config.field(0.0, help="GPUs per recogniser actor (0 = CPU)")
     lines_per_batch: int = config.field(64, help="GPU actors: lines per actor call (from several pages); CPU actors "
