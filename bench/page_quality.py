@@ -9,7 +9,7 @@ kind: real IAM-OnDB lines of held-out forms on plain and ruled paper and filled 
 prescription and homework forms, and generated pages in unseen fonts. Ground truth = the handwritten
 lines only.
 
-Per kind and finder: handwritten truth lines, their recall at IoU >= 0.5 among the handwritten lines the
+Per kind and finder: handwritten truth lines, their recall at IoU >= 0.5 (of polygons) among the handwritten lines the
 reader returns, and the page CER (:func:`htr_ray.evaluation.evaluate.score_page`: matched lines'
 character errors + every character of a missed line, over the truth's characters; lines flagged printed
 are not part of the page text). ``true crops`` reads each truth line from its own box: the recogniser's
@@ -35,7 +35,7 @@ from htr_ray.evaluation.metrics import char_errors
 from htr_ray.io import images
 from htr_ray.layout.base import crop
 from htr_ray.layout.printed import DEFAULT_FILTER
-from htr_ray.layout.segment import match_boxes
+from htr_ray.evaluation.line_finding import match
 from htr_ray.pages.reader import PageReader, learned_finder_uri
 from htr_ray.recognition.spec import RecognizerSpec
 
@@ -88,8 +88,8 @@ def main() -> int:
                 s["lines"] += len(truth)
                 s["errors"] += score["errors"]
                 s["chars"] += score["chars"]
-                hand = [ln.bbox for ln in result.lines if ln.kind != "printed"]
-                s["found"] += len(match_boxes([t["bbox"] for t in truth], hand, threshold=0.5))
+                hand = [ln.polygon or ln.bbox for ln in result.lines if ln.kind != "printed"]
+                s["found"] += len(match([t["polygon"] for t in truth], hand, threshold=0.5))
                 s["printed_lines"] += sum(ln.kind == "printed" for ln in result.lines)
     seconds = time.time() - started
 

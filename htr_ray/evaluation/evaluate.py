@@ -229,12 +229,13 @@ def score_page(truth: Sequence[dict], found: Sequence, iou_threshold: float = 0.
 
     ``found``: the page's lines, :class:`~htr_ray.pages.results.TextLine` s or their rows (a
     :class:`~htr_ray.pages.results.PageResult` is taken whole). Lines flagged printed are left out: what
-    a user reads as the page's handwriting is scored. Lines are paired one to one by box overlap (IoU >=
-    ``iou_threshold``; a found line may also hold a printed label beside the handwriting, hence the low
+    a user reads as the page's handwriting is scored. Lines are paired one to one by shape overlap (IoU >=
+    ``iou_threshold``, of polygons where every line has one, else of boxes: a reader's box is its padded
+    crop box, which on a tilted page overlaps the true box much less than the polygons do; a found line may also hold a printed label beside the handwriting, hence the low
     threshold). A truth line with no partner counts all its characters as deleted. Found lines with no
     partner (form print, stray marks) are counted as ``extra`` but not charged: the ground truth covers
     handwriting only."""
-    from htr_ray.layout.segment import match_boxes
+    from htr_ray.evaluation.line_finding import match
 
     if hasattr(found, "lines") and not isinstance(found, (list, tuple)):
         found = found.lines
@@ -247,7 +248,8 @@ def score_page(truth: Sequence[dict], found: Sequence, iou_threshold: float = 0.
         return kind == "printed" if kind else bool(get(line, "printed", False))
 
     found = [f for f in found if not printed(f)]
-    pairs = match_boxes([list(t["bbox"]) for t in truth], [list(get(f, "bbox")) for f in found], threshold=iou_threshold)
+    shapes = "polygon" if all(get(x, "polygon") for x in list(truth) + list(found)) else "bbox"
+    pairs = match([get(t, shapes) for t in truth], [get(f, shapes) for f in found], threshold=iou_threshold)
     errors = chars = 0
     matched = set()
     for ti, fi, _ in pairs:
