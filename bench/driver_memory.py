@@ -10,7 +10,7 @@ part bookkeeping, measured on a simulated archive of ``--keys`` scans, and the b
    (``s3://bank-archive/scans/YYYY/MM/DD/branch-NNNN/cheque-NNNNNNNNN.tif``; creating a million objects on
    the test server would take hours), for a rerun after a crash at the half (the first half committed as
    Parquet part files of ``flush_pages`` rows, written by the job's ``PartWriter`` in a local folder),
-   each step with the job's own functions (``htr_ray.distributed.transcribe``):
+   each step with the job's own functions (``htr_ray.pages.output``, ``htr_ray.distributed.transcribe``):
    - ``DoneIndex``: the URI range of each committed part, from its Parquet footer;
    - ``write_manifest``: the listing streamed (``storage.iter_uris``, fed the synthetic keys) into
      manifest shards of the URIs to do, each shard filtered against the parts its range overlaps;
@@ -137,9 +137,9 @@ def measure_s3_listing(n: int) -> dict:
 def write_committed_parts(output: str, uris: list[str], flush_pages: int) -> int:
     """The part files a run leaves: ``flush_pages`` result rows each, in the job's schema, written by the
     job's own PartWriter."""
-    from htr_ray.distributed import transcribe
+    from htr_ray.pages import output as store
 
-    schema = transcribe.JOB_SCHEMA
+    schema = store.JOB_SCHEMA
     n = 0
     for start in range(0, len(uris), flush_pages):
         chunk = uris[start:start + flush_pages]
@@ -148,7 +148,7 @@ def write_committed_parts(output: str, uris: list[str], flush_pages: int) -> int
                      "pages": pa.array([1] * len(chunk), pa.int32()), "status": pa.array(["ok"] * len(chunk)),
                      "error_kind": pa.array([""] * len(chunk)), "_json": pa.array(["{}"] * len(chunk)),
                      "_files": pa.array([0] * len(chunk), pa.int32())})
-        writer = transcribe.PartWriter(output, f"bench{n:06d}")
+        writer = store.PartWriter(output, f"bench{n:06d}")
         writer.add(pa.table([cols[f.name] for f in schema], schema=schema))
         writer.flush()
         n += 1
@@ -158,6 +158,7 @@ def write_committed_parts(output: str, uris: list[str], flush_pages: int) -> int
 def measure_driver(n: int, flush_pages: int, workdir: Path, workers: int = 32) -> dict:
     """A rerun after a crash at the half: the first half of the keys (in key order) is committed."""
     from htr_ray.distributed import transcribe
+    from htr_ray.pages import output as store
 
     keys = sorted(synthetic_keys(n))
     mean_len = sum(map(len, keys)) / n
@@ -170,7 +171,7 @@ def measure_driver(n: int, flush_pages: int, workdir: Path, workers: int = 32) -
     transcribe.read_tasks([])  # import Ray Data before the heap is watched: its modules are not per key
     heap = Heap()
     t = time.perf_counter()
-    done = transcribe.DoneIndex(transcribe.list_parts(output))
+    done = store.DoneIndex(store.list_parts(output))
     heap.step(f"done index: DoneIndex, URI ranges of {parts} parts (half the keys committed)", n, t)
     # write_manifest streams storage.iter_uris; feed it the synthetic keys in key order, from a list made
     # outside the measured step (a real listing arrives one LIST page at a time)
@@ -180,7 +181,7 @@ def measure_driver(n: int, flush_pages: int, workdir: Path, workers: int = 32) -
     storage.iter_uris = lambda prefix, suffixes=None, recursive=True, page_size=1000: iter(listing)
     try:
         t = time.perf_counter()
-        manifest = transcribe.write_manifest("s3://bank-archive/scans/", output, "bench", done)
+        manifest = store.write_manifest("s3://bank-archive/scans/", output, "bench", done)
         heap.step(f"listing -> manifest: write_manifest, {len(manifest.shards)} shards of the "
                   f"{manifest.todo:,} URIs to do (peak: one shard being filtered)", n, t)
     finally:
@@ -189,13 +190,13 @@ def measure_driver(n: int, flush_pages: int, workdir: Path, workers: int = 32) -
     heap.rebase()
     # the read tasks the dataset's datasource gives Ray (without a cluster: the objects the driver builds;
     # Ray then puts each in its object store, a few hundred bytes each, not measured here)
-    rows_per_read = max(4, min(transcribe.MANIFEST_ROWS_PER_GROUP, -(-manifest.todo // (workers * 16))))
+    rows_per_read = max(4, min(store.MANIFEST_ROWS_PER_GROUP, -(-manifest.todo // (workers * 16))))
     t = time.perf_counter()
     tasks = transcribe.read_tasks(manifest.slices(rows_per_read))
     heap.step(f"read tasks: {len(tasks):,} of {rows_per_read} URIs ({workers} workers)", n, t)
     heap.steps[-1]["bytes_per_read_task"] = round(heap.steps[-1]["retained_mb"] * 2**20 / max(len(tasks), 1))
     t = time.perf_counter()
-    counts = transcribe.output_counts(output)
+    counts = store.output_counts(output)
     heap.step("end-of-run counts: output_counts (part by part, Arrow)", n, t)
     assert counts["rows"] == n // 2, counts
     held = tracemalloc.get_traced_memory()[0] - heap.origin

@@ -84,7 +84,7 @@ def driver_write_cost(rows: list[dict], repeats: int = 3, pages_per_batch: int =
     only counts (``page_counts``) and commits (``PartWriter``: JSONL + Parquet) batches of
     ``pages_per_batch`` pages. Page files go to a local folder here (CPU only: on S3 each is also a PUT,
     made by the actor)."""
-    from htr_ray.distributed.transcribe import PartWriter, page_counts, parse_formats, result_table
+    from htr_ray.pages.output import PartWriter, page_counts, parse_formats, result_table
     from htr_ray.pages.results import PageResult
 
     results = [PageResult.from_row(r) for r in rows]

@@ -205,7 +205,8 @@ def main() -> int:
         result["paths"][f"plain loop, {args.cores} processes"] = summarise(rows, wall, args.cores, truth)
     if "ray" not in args.skip:
         from htr_ray.distributed.runtime import ensure_ray
-        from htr_ray.distributed.transcribe import TranscribeConfig, committed_rows, run
+        from htr_ray.distributed.transcribe import TranscribeConfig, run
+        from htr_ray.pages.output import committed_rows
 
         workdir = Path(tempfile.mkdtemp(prefix="htr-bench-"))
         (workdir / "in").mkdir()

@@ -18,7 +18,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from htr_ray import config, paths
-from htr_ray.distributed.transcribe import TranscribeConfig, committed_rows, run
+from htr_ray.distributed.transcribe import TranscribeConfig, run
+from htr_ray.pages.output import committed_rows
 from htr_ray.evaluation import domain_checks
 from htr_ray.evaluation.evaluate import score_page
 from htr_ray.io import images, storage

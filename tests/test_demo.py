@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from htr_ray.io import storage
-from htr_ray.distributed.transcribe import committed_rows
+from htr_ray.pages.output import committed_rows
 
 REPO = Path(__file__).resolve().parents[1]
 

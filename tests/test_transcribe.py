@@ -24,6 +24,7 @@ from htr_ray.distributed.actors import RecognizerActor
 from htr_ray.evaluation.evaluate import score_page
 from htr_ray.io import images, storage
 from htr_ray.layout.printed import DEFAULT_FILTER
+from htr_ray.pages import output
 from htr_ray.pages.reader import PageReader, PreparedPage
 from htr_ray.pages.results import RESULT_SCHEMA, PageResult
 from htr_ray.recognition.spec import RecognizerSpec
@@ -239,7 +240,7 @@ def test_cpu_stage_returns_finished_page_rows_and_writes_page_files(tmp_path, ge
     stage = transcribe.PageStage(RecognizerSpec(model=line_model).as_dict(), printed_filter=DEFAULT_FILTER,
                                  output=str(tmp_path / "out"), formats=["alto", "hocr"])
     table = stage(pa.table({"uri": paths}))
-    assert table.schema.equals(transcribe.JOB_SCHEMA)
+    assert table.schema.equals(output.JOB_SCHEMA)
     rows = table.select(RESULT_SCHEMA.names).to_pylist()
     assert [r["uri"] for r in rows] == paths
     assert [r["status"] for r in rows] == ["ok", "ok", "error"] and rows[2]["error_kind"] == "read_error"
@@ -253,7 +254,7 @@ def test_cpu_stage_returns_finished_page_rows_and_writes_page_files(tmp_path, ge
             assert f.read_bytes() == formats.render(PageResult.from_row(r), fmt)
     assert table.column("_files").to_pylist() == [2, 2, 0]
     assert [json.loads(line)["uri"] for line in table.column("_json").to_pylist()] == paths
-    counts = transcribe.page_counts(table)
+    counts = output.page_counts(table)
     assert (counts["rows"], counts["ok"], counts["objects"], counts["errors_by_kind"]) == (3, 2, 3, {"read_error": 1})
     assert counts["lines"] == sum(len(r["lines"]) for r in rows) > 0
 
@@ -261,9 +262,9 @@ def test_cpu_stage_returns_finished_page_rows_and_writes_page_files(tmp_path, ge
 def test_part_writer_commits_whole_objects_only(tmp_path):
     """Rows of a multi-page object that arrive in different batches wait until the object is whole."""
     def results(uri, pages, which):
-        return transcribe.result_table([PageResult(uri=uri, page=p, pages=pages) for p in which])
+        return output.result_table([PageResult(uri=uri, page=p, pages=pages) for p in which])
 
-    writer = transcribe.PartWriter(str(tmp_path), "t")
+    writer = output.PartWriter(str(tmp_path), "t")
     writer.add(results("a.tif", 3, [2]))
     writer.add(pa_concat(results("b.png", 1, [0]), results("a.tif", 3, [0])))
     assert writer.ready_rows == 1 and set(writer.pending) == {"a.tif"}
@@ -332,13 +333,13 @@ def test_listing_streams_into_manifest_shards_without_done_objects(tmp_path):
     out = str(tmp_path / "out")
     # two committed parts: 000-004 and 015-016
     for run, done in (("a", names[:5]), ("b", names[15:17])):
-        writer = transcribe.PartWriter(out, run)
-        writer.add(transcribe.result_table([PageResult(uri=str(scans / n), status="error", error_kind="empty")
+        writer = output.PartWriter(out, run)
+        writer.add(output.result_table([PageResult(uri=str(scans / n), status="error", error_kind="empty")
                                             for n in done]))
         writer.flush()
-    index = transcribe.DoneIndex(transcribe.list_parts(out))
+    index = output.DoneIndex(output.list_parts(out))
     assert len(index) == 2
-    man = transcribe.write_manifest(str(scans), out, "r1", index, shard_keys=6)
+    man = output.write_manifest(str(scans), out, "r1", index, shard_keys=6)
     assert (man.scans, man.others, man.todo) == (20, 1, 13)
     assert [sum(groups) for _, groups in man.shards] == [1, 6, 4, 2]  # 000-005, 006-011, 012-017, 018-019
     todo = [u for shard, _ in man.shards for u in pq.read_table(shard).column("uri").to_pylist()]
@@ -347,7 +348,7 @@ def test_listing_streams_into_manifest_shards_without_done_objects(tmp_path):
     slices = man.slices(4)
     assert sum(b - a for _, _, a, b in slices) == 13 and all(b - a <= 4 for _, _, a, b in slices)
     assert [u for s in slices for u in transcribe._read_slice(*s)[0].column("uri").to_pylist()] == todo
-    assert transcribe.remove_manifests(out) == 4 and not any((tmp_path / "out" / "_manifest").rglob("*.parquet"))
-    counts = transcribe.output_counts(out)
+    assert output.remove_manifests(out) == 4 and not any((tmp_path / "out" / "_manifest").rglob("*.parquet"))
+    counts = output.output_counts(out)
     assert counts == {"rows": 7, "objects": 7, "ok": 0, "errors_by_kind": {"empty": 7}}
-    assert transcribe.DoneIndex([]).remove_done(pa.array(["x"])).to_pylist() == ["x"]
+    assert output.DoneIndex([]).remove_done(pa.array(["x"])).to_pylist() == ["x"]
