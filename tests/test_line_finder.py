@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -226,3 +227,54 @@ def test_onnx_and_torch_backends_give_the_same_maps():
     assert np.abs(a - b).max() < 1e-3
     with pytest.raises(ValueError, match="backend"):
         finder.LearnedLineFinder.from_uri(finder.DEFAULT_LINE_FINDER, backend="tpu")
+
+
+def test_shipped_finder_runs_from_its_onnx_net_without_torch():
+    """The shipped finder carries net.onnx exported from its very weights (a retrained finder must be
+    re-exported: `python -m htr_ray.layout.finder --export-onnx models/line_finder`), and a process
+    that only finds lines never imports torch."""
+    import json
+    import subprocess
+    import sys
+
+    from htr_ray.layout import finder as finder_module
+
+    meta = json.loads((Path(finder_module.DEFAULT_LINE_FINDER) / "model.json").read_text())
+    assert finder_module.shipped_onnx(finder_module.DEFAULT_LINE_FINDER, meta) is not None, "net.onnx is stale"
+    code = ("import sys, numpy as np\n"
+            "from htr_ray.layout.finder import load_line_finder\n"
+            "from htr_ray.data.synth.layout_pages import compose_page\n"
+            "f = load_line_finder()\n"
+            "n = len(f.find(compose_page(7001, 'test', 'iam_ruled').image).lines)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "print(f.backend, n)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    backend, n = out.stdout.split()
+    assert backend == "onnx" and int(n) > 5
+
+
+def test_onnx_net_gives_the_torch_maps_and_a_stale_one_is_not_used(tmp_path):
+    import shutil
+
+    from htr_ray.data.synth.layout_pages import compose_page
+    from htr_ray.layout import finder as finder_module
+
+    page = compose_page(7002, "test", "iam_form_cheque").image
+    shipped = finder_module.LearnedLineFinder.from_uri(finder_module.DEFAULT_LINE_FINDER)
+    assert shipped.model is None and shipped.onnx is not None  # loaded from net.onnx
+    torch_finder = finder_module.LearnedLineFinder.from_uri(finder_module.DEFAULT_LINE_FINDER, backend="torch")
+    np.testing.assert_allclose(shipped.predict(page), torch_finder.predict(page), atol=1e-4)
+    # a checkpoint whose weights changed after the export: its net.onnx is ignored, the torch model is used
+    stale = tmp_path / "finder"
+    shutil.copytree(finder_module.DEFAULT_LINE_FINDER, stale)
+    (stale / "weights.pt").write_bytes((stale / "weights.pt").read_bytes())  # same bytes: still fresh
+    assert finder_module.LearnedLineFinder.from_uri(str(stale)).onnx is not None
+    import json
+
+    meta = json.loads((stale / "model.json").read_text())
+    meta["onnx"]["weights_sha256"] = "0" * 64
+    (stale / "model.json").write_text(json.dumps(meta))
+    fallback = finder_module.LearnedLineFinder.from_uri(str(stale))
+    assert fallback.onnx is None and fallback.model is not None
+    np.testing.assert_allclose(fallback.predict(page), torch_finder.predict(page), atol=1e-4)

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 from htr_ray import paths
 from htr_ray.layout.base import HANDWRITTEN, PRINTED, FoundLine, Layout
@@ -422,8 +421,10 @@ def reading_order(lines: list[FoundLine], heights: list[float]) -> list[int]:
     return [t[3] for r in order for t in sorted(rows[r], key=lambda t: t[2])]
 
 
-def _fuse_bn(model: torch.nn.Module) -> torch.nn.Module:
+def _fuse_bn(model):
     """Fold every BatchNorm that follows a conv into the conv (inference only: fewer passes over memory)."""
+    import torch
+
     for name, mod in list(model.named_children()):
         if isinstance(mod, torch.nn.Sequential):
             layers = list(mod.children())
@@ -444,36 +445,85 @@ def _fuse_bn(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-class _Probabilities(torch.nn.Module):
-    """The net with its sigmoid: what is exported to ONNX."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(x))
+ONNX_FILE = "net.onnx"  # the net + sigmoid, shipped beside weights.pt (export_onnx)
 
 
-def _onnx_session(model: torch.nn.Module, threads: int):
-    """An onnxruntime session of the net + sigmoid, exported in memory (any page size). On one core it
-    runs this small net about 1.5x faster than torch (bench/layout.py)."""
+def onnx_bytes(model) -> bytes:
+    """The net with its sigmoid as ONNX (any page size). On one core onnxruntime runs this small net
+    about 1.5x faster than torch (bench/layout.py)."""
     import io
     import warnings
 
-    import onnxruntime as ort
+    import torch
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return torch.sigmoid(self.net(x))
 
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Probabilities(model).eval(), torch.zeros(1, 1, 64, 48), buf, dynamo=False, opset_version=17,
+        torch.onnx.export(Probabilities(model).eval(), torch.zeros(1, 1, 64, 48), buf, dynamo=False, opset_version=17,
                           input_names=["page"], output_names=["maps"],
                           dynamic_axes={"page": {2: "height", 3: "width"}, "maps": {2: "height", 3: "width"}})
+    return buf.getvalue()
+
+
+def _onnx_session(net: bytes, threads: int):
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = max(1, threads)
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(net, so, providers=["CPUExecutionProvider"])
+
+
+def _weights_digest(uri: str) -> str:
+    import hashlib
+
+    from htr_ray.io import storage
+
+    return hashlib.sha256(storage.read_bytes(storage.join(uri, "weights.pt"))).hexdigest()
+
+
+def shipped_onnx(uri: str, meta: dict) -> bytes | None:
+    """The ``net.onnx`` beside a checkpoint, if ``model.json`` says it was exported from these very
+    weights (their SHA-256): a finder then runs without importing torch. Else None."""
+    from htr_ray.io import storage
+
+    info = meta.get("onnx") or {}
+    if info.get("file") != ONNX_FILE:
+        return None
+    try:
+        if info.get("weights_sha256") != _weights_digest(uri):
+            log.warning("%s: %s is stale (exported from other weights); exporting in memory", uri, ONNX_FILE)
+            return None
+        return storage.read_bytes(storage.join(uri, ONNX_FILE))
+    except storage.StorageError:
+        return None
+
+
+def export_onnx(uri: str) -> str:
+    """Write ``net.onnx`` beside a local line-finder checkpoint and record it in its ``model.json``
+    (``python -m htr_ray.layout.finder --export-onnx models/line_finder``; rerun after retraining)."""
+    import json
+    from pathlib import Path
+
+    from htr_ray.models import checkpoint
+
+    model, meta = checkpoint.load(uri)
+    (Path(uri) / ONNX_FILE).write_bytes(onnx_bytes(_fuse_bn(model.eval())))
+    path = Path(uri) / "model.json"
+    raw = json.loads(path.read_text())
+    raw["onnx"] = {"file": ONNX_FILE, "weights_sha256": _weights_digest(uri), "opset": 17,
+                   "what": "the net + sigmoid, batch-norm fused, for onnxruntime without torch"}
+    path.write_text(json.dumps(raw, indent=1) + "\n")
+    return str(Path(uri) / ONNX_FILE)
 
 
 BACKENDS = ("auto", "onnx", "torch")
@@ -487,11 +537,15 @@ class LearnedLineFinder:
 
     name = "learned"
 
-    def __init__(self, model: torch.nn.Module, meta: dict | None = None, uri: str = "",
-                 options: FinderOptions | None = None, threads: int | None = None, backend: str = "auto"):
+    def __init__(self, model=None, meta: dict | None = None, uri: str = "",
+                 options: FinderOptions | None = None, threads: int | None = None, backend: str = "auto",
+                 onnx: bytes | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
-        self.model = _fuse_bn(model.eval())
+        if model is None and onnx is None:
+            raise ValueError("a line finder needs its torch model or its ONNX net")
+        self.model = _fuse_bn(model.eval()) if model is not None else None
+        self.onnx = onnx  # the shipped net.onnx: no torch needed (else exported from the model on first use)
         self.meta = meta or {}
         self.uri = uri
         self.scale = float(getattr(model, "scale", self.meta.get("input", {}).get("scale", 0.25)))
@@ -504,30 +558,54 @@ class LearnedLineFinder:
                 backend = "onnx"
             except ImportError:
                 backend = "torch"
+        if backend == "torch" and self.model is None:
+            raise ValueError("backend torch needs the torch model (this finder was loaded from its ONNX net)")
         self.backend = backend
         self._session = None
         self._lock = threading.Lock()
 
     @classmethod
     def from_uri(cls, uri: str, **kw) -> "LearnedLineFinder":
+        """A checkpoint's finder. With the onnx backend and a ``net.onnx`` exported from these weights
+        beside it (the shipped finder has one), torch is not imported at all: an actor or replica
+        starts seconds sooner and ~180 MB smaller."""
+        import json
+
+        from htr_ray.io import storage
+
+        try:
+            meta = json.loads(storage.read_bytes(storage.join(uri, "model.json")))
+        except (storage.StorageError, ValueError) as exc:
+            raise ValueError(f"{uri}: not a readable line-finder checkpoint ({exc})") from exc
+        if meta.get("kind") != "line_finder":
+            raise ValueError(f"{uri} is a {meta.get('kind')!r} model, not a line finder")
+        if kw.get("backend", "auto") in ("auto", "onnx"):
+            net = shipped_onnx(uri, meta)
+            if net is not None:
+                try:
+                    import onnxruntime  # noqa: F401
+
+                    return cls(None, meta, uri, onnx=net, **{**kw, "backend": "onnx"})
+                except ImportError:
+                    pass
         from htr_ray.models import checkpoint
 
         model, meta = checkpoint.load(uri)
-        if meta.get("kind") != "line_finder":
-            raise ValueError(f"{uri} is a {meta.get('kind')!r} model, not a line finder")
         return cls(model, meta, uri, **kw)
 
     def predict(self, gray: np.ndarray) -> np.ndarray:
         """The net's maps for one gray page: float32 ``(3, h, w)`` probabilities at ``self.scale``."""
-        from htr_ray.models.line_finder import page_input
+        from htr_ray.layout.net_input import page_input
 
         x = page_input(gray, self.scale)[None, None]
         if self.backend == "onnx":
             if self._session is None:
                 with self._lock:
                     if self._session is None:
-                        self._session = _onnx_session(self.model, self.threads or 1)
+                        self._session = _onnx_session(self.onnx or onnx_bytes(self.model), self.threads or 1)
             return self._session.run(None, {"page": x})[0][0]
+        import torch
+
         prev = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -600,3 +678,12 @@ def load_line_finder(name_or_uri: str | None = None) -> LearnedLineFinder:
     if uri in ("learned", "default"):
         uri = DEFAULT_LINE_FINDER
     return _cached(uri)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Line-finder utilities.")
+    ap.add_argument("--export-onnx", metavar="CHECKPOINT_DIR", required=True,
+                    help="write net.onnx beside a line-finder checkpoint (rerun after retraining)")
+    print("wrote", export_onnx(ap.parse_args().export_onnx))

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from htr_ray.layout.net_input import page_input  # noqa: F401  (the input function model.json names)
 from htr_ray.models import register
 
 MAPS = ("body", "extent", "printed")
@@ -61,7 +61,7 @@ class LineFinderNet(nn.Module):
             self.head.bias.fill_(-2.0)
 
     def input_spec(self) -> dict:
-        return {"function": "htr_ray.models.line_finder.page_input", "scale": self.scale, "ink": 1.0,
+        return {"function": "htr_ray.layout.net_input.page_input", "scale": self.scale, "ink": 1.0,
                 "dtype": "float32", "layout": "N1HW", "maps": list(self.maps)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,13 +80,3 @@ class LineFinderNet(nn.Module):
 def line_finder_unet(**params) -> LineFinderNet:
     """~50 k parameters; about 25 ms for a 1700x2200 page on one core (bench/layout.py)."""
     return LineFinderNet(**params)
-
-
-def page_input(gray: np.ndarray, scale: float) -> np.ndarray:
-    """The net's input for one gray page: shrunk by ``scale`` (area interpolation), ink = 1, float32 HxW."""
-    import cv2  # here, not at the top: importing htr_ray.models must need only torch (scripts/train-gpu)
-
-    h, w = gray.shape[:2]
-    sw, sh = max(8, int(round(w * scale))), max(8, int(round(h * scale)))
-    small = cv2.resize(gray, (sw, sh), interpolation=cv2.INTER_AREA)
-    return (255.0 - small.astype(np.float32)) * (1.0 / 255.0)

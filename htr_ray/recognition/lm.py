@@ -22,7 +22,7 @@ Train and save from the command line::
     python -m htr_ray.recognition.lm --train text.txt --order 5 --out lm.json [--smoothing kn|wb]
 
 or build a model's LM from the IAM-OnDB lines of TRAIN forms (the project's labels reader and split
-rule, :func:`htr_ray.training.loop.load_rows`) plus the domain texts of :mod:`htr_ray.data.lexicons`,
+rule, :func:`htr_ray.data.rows.load_rows`) plus the domain texts of :mod:`htr_ray.data.lexicons`,
 leaving out every train line that shares a word trigram with a val or test line::
 
     python -m htr_ray.recognition.lm --iam ../shared/data/iam_ondb_lines --domain --order 6 \
@@ -515,10 +515,10 @@ def _word_trigrams(text: str) -> set[tuple[str, ...]]:
 def iam_text(uri: str, exclude_heldout: bool = True) -> tuple[list[str], dict]:
     """The transcriptions of the IAM-style data at ``uri`` (a folder with labels.tsv, or sample
     shards) from TRAIN forms only, read with the training loader and its split rule
-    (:func:`htr_ray.training.loop.load_rows`). With ``exclude_heldout`` a train line that shares a
+    (:func:`htr_ray.data.rows.load_rows`). With ``exclude_heldout`` a train line that shares a
     word trigram with any val or test line is left out too (IAM-OnDB forms of different writers copy
     the same LOB sentences), so the LM never saw a sentence the model is tuned or measured on."""
-    from htr_ray.training.loop import load_rows
+    from htr_ray.data.rows import load_rows
 
     train = [r["text"] for r in load_rows(uri, "train") if r.get("text", "").strip()]
     info = {"train_lines": len(train)}

@@ -69,7 +69,7 @@ def generated_words(n_pages: int, split: str, seed: int) -> tuple[list[np.ndarra
 def iam_words(data: str, split: str, limit: int) -> list[np.ndarray]:
     """Word crops of real IAM-OnDB lines (all handwritten) of one split, read by the training loop's own
     loader (split by form): what the filter must not call printed."""
-    from htr_ray.training.loop import load_rows
+    from htr_ray.data.rows import load_rows
 
     crops: list[np.ndarray] = []
     for row in load_rows(data, split):

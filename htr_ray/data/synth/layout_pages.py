@@ -5,7 +5,7 @@ the page-level benchmarks score on.
 text line, printed and handwritten, in reading order). Kinds:
 
 - ``iam_plain``, ``iam_ruled``: REAL IAM-OnDB lines of ``split``'s forms (the project's split by form,
-  :func:`htr_ray.training.loop.load_rows`), one form after another in their order, on plain or ruled
+  :func:`htr_ray.data.rows.load_rows`), one form after another in their order, on plain or ruled
   paper: mixed writing sizes, line pitches down to about twice the x-height (descenders of one line
   reach the ascenders of the next), paper tone and texture, varying ink, rotation of a few degrees, blur,
   noise, JPEG.
@@ -97,7 +97,7 @@ def iam_pool(split: str) -> tuple[dict, ...]:
     """The IAM-OnDB lines of ``split`` (by form, the project's rule), read once per process with the
     project's labels.tsv reader: ({"id", "image" (PNG bytes), "text", "form"}, ...) in file order."""
     from htr_ray.data.datasets import iam_form_id
-    from htr_ray.training.loop import load_rows
+    from htr_ray.data.rows import load_rows
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
