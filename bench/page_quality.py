@@ -48,6 +48,9 @@ def readers(names: list[str]) -> dict[str, PageReader]:
         if name == "learned" and not learned_finder_uri():
             print("learned line finder not shipped (htr_ray.layout.finder / models/line_finder): skipped")
             continue
+        if name == "learned-box":  # the learned finder, crops not masked to their polygons (the ablation)
+            out[name] = PageReader("learned", mask_lines=False)
+            continue
         finder, flt = {"opencv": ("opencv", None), "opencv+filter": ("opencv", DEFAULT_FILTER)}.get(name, (name, None))
         out[name] = PageReader(finder, printed_filter=flt)
     return out
@@ -60,7 +63,9 @@ def main() -> int:
     ap.add_argument("--model", default=RecognizerSpec().model)
     ap.add_argument("--backend", default="torch")
     ap.add_argument("--quantize", default=None)
-    ap.add_argument("--finders", nargs="+", default=["opencv", "opencv+filter", "learned"])
+    ap.add_argument("--finders", nargs="+", default=["opencv", "opencv+filter", "learned"],
+                    help="readers: learned, learned-box (crops not masked to their polygon), opencv, opencv+filter")
+    ap.add_argument("--split", default="test", help="test (held-out forms, unseen fonts) or val (for choices)")
     ap.add_argument("--json", default=str(paths.REPO_ROOT / "work" / "bench" / "page_quality.json"))
     args = ap.parse_args()
 
@@ -70,7 +75,7 @@ def main() -> int:
     started = time.time()
     for kind in KINDS:
         for i in range(args.pages):
-            page = compose_page(args.seed + i, "test", kind)
+            page = compose_page(args.seed + i, args.split, kind)
             truth = [ln for ln in page.lines if ln["kind"] == "handwritten"]
             data = images.encode_png(page.image)
             s = stats[(kind, "true crops")]
@@ -96,9 +101,9 @@ def main() -> int:
     out = {"date": time.strftime("%Y-%m-%d"),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU, load {os.getloadavg()[0]:.1f} at end",
            "model": args.model, "backend": args.backend, "quantize": args.quantize, "pages_per_kind": args.pages,
-           "seed": args.seed, "seconds": round(seconds, 1), "rows": []}
+           "seed": args.seed, "split": args.split, "seconds": round(seconds, 1), "rows": []}
     modes = ["true crops"] + list(rds)
-    print(f"{args.pages} test-split pages per kind, model {args.model} ({args.backend})")
+    print(f"{args.pages} {args.split}-split pages per kind, model {args.model} ({args.backend})")
     print(f"{'kind':<24}{'reader':<16}{'lines':>7}{'recall@0.5':>12}{'page CER':>10}{'printed':>9}")
     for kind in KINDS + ("all",):
         for mode in modes:

@@ -278,3 +278,21 @@ def test_onnx_net_gives_the_torch_maps_and_a_stale_one_is_not_used(tmp_path):
     fallback = finder_module.LearnedLineFinder.from_uri(str(stale))
     assert fallback.onnx is None and fallback.model is not None
     np.testing.assert_allclose(fallback.predict(page), torch_finder.predict(page), atol=1e-4)
+
+
+def test_crop_line_paints_outside_the_polygon_paper_and_keeps_the_line():
+    from htr_ray.layout.base import FoundLine, Layout, paper_level
+
+    page = np.full((60, 120), 220, np.uint8)
+    page[5:9, :] = 40  # a rule above the line, inside its padded box
+    page[25:35, 20:100] = 10  # the line's ink
+    layout = Layout(page=page, lines=[])
+    line = FoundLine(box=[10, 0, 110, 50], polygon=[[15, 20], [105, 20], [105, 40], [15, 40]])
+    c = layout.crop_line(line)
+    assert c.shape == (50, 100)
+    assert (c[5:9] == 220).all()  # the rule outside the polygon became paper
+    assert (c[25:35, 10:90] == 10).all()  # the ink inside is untouched
+    assert (page[5:9] == 40).all()  # the page itself is not painted
+    assert paper_level(c) == 220
+    whole = layout.crop_line(FoundLine(box=[10, 0, 110, 50]))  # no polygon: the box as it is
+    assert (whole[5:9] == 40).all()

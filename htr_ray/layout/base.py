@@ -86,12 +86,38 @@ class Layout:
         return cv2.warpAffine(self.source, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=self.border)
 
+    def crop_line(self, line: FoundLine) -> np.ndarray:
+        """The line's box (:meth:`crop`) with everything outside its polygon painted paper: the ruling
+        under the words and the ascenders and descenders of the lines above and below fall inside a
+        padded box, and the recogniser reads them as characters (chosen on VAL pages,
+        ``bench/page_quality.py --split val --finders learned learned-box``: docs/transcription.md).
+        A line without a polygon is its box."""
+        c = self.crop(line.box)
+        if not line.polygon or c.size == 0:
+            return c
+        x0, y0 = int(line.box[0]), int(line.box[1])
+        inside = np.zeros(c.shape[:2], np.uint8)
+        cv2.fillPoly(inside, [np.round(np.asarray(line.polygon, np.float64) - (x0, y0)).astype(np.int32)], 1)
+        if inside.all():
+            return c
+        c = np.array(c)  # a copy: never paint the page
+        c[inside == 0] = paper_level(c)
+        return c
+
+
 
 class LineFinder(Protocol):
     name: str
 
     def find(self, gray: np.ndarray) -> Layout:
         """Lines of one gray page (2-D uint8), in reading order."""
+
+
+def paper_level(gray: np.ndarray, quantile: float = 0.9) -> int:
+    """The paper's gray level in a crop: its 90th percentile (ink is dark and covers far less than 10 %
+    of a line's box), from a histogram: cheap at every line."""
+    hist = np.bincount(np.asarray(gray, np.uint8).ravel(), minlength=256)
+    return int(np.searchsorted(np.cumsum(hist), quantile * max(int(hist.sum()), 1)))
 
 
 def crop(gray: np.ndarray, box: Sequence[int]) -> np.ndarray:

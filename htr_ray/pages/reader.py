@@ -126,8 +126,11 @@ class PageReader:
     finder uses (None: lines whole). ``model``: the recogniser's name written into results."""
 
     def __init__(self, line_finder: str | LineFinder | None = "auto", printed_filter: str | None = None,
-                 max_pixels: int = images.DEFAULT_MAX_PIXELS, min_side: int = MIN_PAGE_SIDE, model: str = ""):
+                 max_pixels: int = images.DEFAULT_MAX_PIXELS, min_side: int = MIN_PAGE_SIDE, model: str = "",
+                 mask_lines: bool = True):
         self._finder = line_finder if line_finder is not None else "auto"
+        # crops painted paper outside their line's polygon (Layout.crop_line); False: the padded box as is
+        self.mask_lines = mask_lines
         self.printed_filter = printed_filter
         self.max_pixels = max_pixels
         self.min_side = min_side
@@ -171,7 +174,8 @@ class PageReader:
             return PageResult.failed(uri, "find_lines_failed", f"{type(exc).__name__}: {exc}", page, pages, self.model)
         lines, crops = [], []
         for ln in layout.lines:
-            c = layout.crop(ln.box)  # rotates only the box of a deskewed page
+            # only the box of a deskewed page is rotated; outside the line's polygon is painted paper
+            c = layout.crop_line(ln) if self.mask_lines else layout.crop(ln.box)
             if c.size == 0 or min(c.shape) < 2:
                 continue
             crops.append(np.ascontiguousarray(c).copy())  # a copy: the page itself must not travel with it
