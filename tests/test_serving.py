@@ -383,8 +383,8 @@ def test_python_jobs_serve_starts_and_answers(line_images, tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
             time.sleep(0.5)
         # "ready" means it answers: the proxy learns the new route within moments, not the ~30 s of a
-        # replica start that "Path not found" used to cover
-        wait_healthy(base, timeout=15, proc=proc)
+        # replica start that "Path not found" used to cover (30 s: room for a loaded CI machine)
+        wait_healthy(base, timeout=30, proc=proc)
         r = requests.post(f"{base}/v1/recognize", data=png(line_images[2]), headers={"Content-Type": "image/png"}, timeout=60)
         assert r.status_code == 200 and r.json()["text"], r.text
         proc.send_signal(signal.SIGTERM)
