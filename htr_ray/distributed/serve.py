@@ -341,6 +341,10 @@ class RecognizerDeployment:
             return prepared  # an error result for this page of the file
         t0 = time.perf_counter()
         lines = await asyncio.gather(*[self.recognize_lines(c) for c in prepared.crops])
+        if self.reader.unsure(prepared, lines):  # perhaps fed in upside down: read it turned as well
+            turned = prepared.turned()
+            turned_lines = await asyncio.gather(*[self.recognize_lines(c) for c in turned.crops])
+            prepared, lines = self.reader.pick_orientation(prepared, lines, turned, turned_lines)
         return self.reader.assemble(prepared, lines, time.perf_counter() - t0)
 
     @api.get("/healthz", summary="Liveness")

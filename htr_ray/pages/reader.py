@@ -19,6 +19,13 @@ the bulk job assembles on its driver from the actors' line results. Ray-free.
 Bad input is data: an unreadable object gives one :class:`~htr_ray.pages.results.PageResult` with
 ``status == "error"`` and an ``error_kind`` (:mod:`htr_ray.io.images`: empty, truncated, undecodable,
 too_small, too_large; ``read_error`` from storage); a blank page gives an ok result with no lines.
+
+Photos and pages fed in the wrong way round: a dark surround around the paper is painted paper before
+the lines are found (:mod:`htr_ray.layout.paper`); a page whose handwriting reads unsure
+(:meth:`PageReader.unsure`) is read turned 180 degrees as well and the surer reading is kept
+(:meth:`PageReader.pick_orientation`; ``angle`` then says 180 more). ``read`` / ``read_many`` and Serve
+do that; the GPU path of the bulk job, which assembles on its driver without the crops, reads pages
+as found. A page turned 90 degrees is not detected: its lines come back few and unsure.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from htr_ray.io import images, storage
+from htr_ray.layout import paper
 from htr_ray.layout.base import HANDWRITTEN, FoundLine, LineFinder, points_to_input, to_input_coordinates
 from htr_ray.pages.results import PageResult, TextLine
 
@@ -42,6 +50,8 @@ SCAN_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 MIN_PAGE_SIDE = 16  # smaller than this cannot hold a line of handwriting
 LINE_FINDERS = ("auto", "learned", "opencv")
 RECOGNITION_FAILED = "recognition_failed"
+TURN_CHECK_BELOW = 0.35  # see PageReader.unsure
+TURN_MARGIN = 0.1
 
 
 # ------------------------------------------------------------------------------------ line finders
@@ -108,6 +118,15 @@ class PreparedPage:
                 "angle": self.angle, "finder": self.finder, "timings": dict(self.timings),
                 "lines": [dataclasses.asdict(ln) for ln in self.lines]}
 
+    def turned(self) -> "PreparedPage":
+        """The page read upside down: each crop turned 180 degrees and the lines in reverse order (the
+        bottom line of a page fed in upside down is its first). Boxes and polygons cover the same pixels;
+        a baseline found on the upside-down text is not the text's, so it is dropped."""
+        lines = [dataclasses.replace(ln, baseline=[]) for ln in reversed(self.lines)]
+        crops = [np.ascontiguousarray(c[::-1, ::-1]) for c in reversed(self.crops)]
+        angle = (self.angle + 180.0) % 360.0
+        return dataclasses.replace(self, lines=lines, crops=crops, angle=round(angle - 360.0 if angle > 180.0 else angle, 3))
+
     @classmethod
     def from_meta(cls, meta: dict, crops: Sequence[np.ndarray] | None = None) -> "PreparedPage":
         return cls(uri=meta["uri"], page=int(meta["page"]), pages=int(meta["pages"]), width=int(meta["width"]),
@@ -120,6 +139,23 @@ def _field(result, name: str, default=None):
     return result.get(name, default) if isinstance(result, dict) else getattr(result, name, default)
 
 
+def _mean_confidence(prepared: PreparedPage, line_results: Sequence) -> float | None:
+    """Mean confidence of the handwritten lines read with text; None if there are none."""
+    confs = [float(_field(r, "confidence", 0.0)) for ln, r in zip(prepared.lines, line_results)
+             if ln.kind != "printed" and not _field(r, "error") and (_field(r, "text") or "").strip()]
+    return sum(confs) / len(confs) if confs else None
+
+
+def _recognize(recognizer, crops: Sequence[np.ndarray]) -> list:
+    """The recogniser's results for ``crops``; if the model fails, one error per line (the pages become
+    errors, the caller goes on)."""
+    try:
+        return list(recognizer.recognize(crops)) if len(crops) else []
+    except Exception as exc:
+        log.exception("recognition failed on %d lines", len(crops))
+        return [{"text": "", "error": f"{RECOGNITION_FAILED}: {type(exc).__name__}: {exc}"}] * len(crops)
+
+
 class PageReader:
     """Page bytes -> :class:`PageResult` s. ``line_finder``: a :class:`~htr_ray.layout.base.LineFinder`
     or its name (:func:`load_line_finder`); ``printed_filter``: the printed-text filter URI the OpenCV
@@ -127,8 +163,11 @@ class PageReader:
 
     def __init__(self, line_finder: str | LineFinder | None = "auto", printed_filter: str | None = None,
                  max_pixels: int = images.DEFAULT_MAX_PIXELS, min_side: int = MIN_PAGE_SIDE, model: str = "",
-                 mask_lines: bool = True):
+                 mask_lines: bool = True, turn_check_below: float = TURN_CHECK_BELOW):
         self._finder = line_finder if line_finder is not None else "auto"
+        # pages read with a mean handwritten confidence below this are also read turned 180 degrees
+        # (0: never); costs a second reading of those pages only
+        self.turn_check_below = turn_check_below
         # crops painted paper outside their line's polygon (Layout.crop_line); False: the padded box as is
         self.mask_lines = mask_lines
         self.printed_filter = printed_filter
@@ -168,6 +207,7 @@ class PageReader:
         t0 = time.perf_counter()
         h, w = gray.shape[:2]
         try:
+            gray = paper.clear_surround(gray)  # a photo's dark surround: painted paper, not lines of its own
             layout = self.finder.find(gray)
         except Exception as exc:  # a finder fault is this page's error, not the job's
             log.exception("line finder %s failed on %s page %d", self.finder_name, uri, page)
@@ -222,6 +262,29 @@ class PageReader:
                           seconds=round(sum(timings.values()), 6), width=prepared.width, height=prepared.height,
                           angle=prepared.angle, timings=timings)
 
+    # ------------------------------------------------------------------------------------ orientation
+
+    def unsure(self, prepared: PreparedPage, line_results: Sequence) -> bool:
+        """Whether a page's reading is unsure enough to read it turned 180 degrees as well: the mean
+        confidence of its handwritten lines is below ``turn_check_below`` (a page fed in upside down
+        reads at about 0.2-0.25, an upright page of real handwriting at about 0.45-0.6)."""
+        if not self.turn_check_below or len(prepared.crops) < 1:
+            return False
+        conf = _mean_confidence(prepared, line_results)
+        return conf is not None and conf < self.turn_check_below
+
+    def pick_orientation(self, prepared: PreparedPage, line_results: Sequence, turned: PreparedPage,
+                         turned_results: Sequence) -> tuple[PreparedPage, Sequence]:
+        """The upright or the turned reading of an unsure page: the turned one when its handwritten lines
+        read with a mean confidence at least ``TURN_MARGIN`` higher."""
+        upright = _mean_confidence(prepared, line_results) or 0.0
+        other = _mean_confidence(turned, turned_results)
+        if other is not None and other >= upright + TURN_MARGIN:
+            log.info("%s page %d reads better turned 180 degrees (confidence %.2f against %.2f)",
+                     prepared.uri, prepared.page, other, upright)
+            return turned, turned_results
+        return prepared, line_results
+
     # ------------------------------------------------------------------------------------ one process
 
     def read(self, uri: str, data: bytes | None, recognizer, read_error: str | None = None) -> list[PageResult]:
@@ -239,11 +302,7 @@ class PageReader:
         pages = [p for p in prepared if isinstance(p, PreparedPage)]
         crops = [c for p in pages for c in p.crops]
         t0 = time.perf_counter()
-        try:
-            results = list(recognizer.recognize(crops)) if crops else []
-        except Exception as exc:  # the model failed: the pages are errors, the caller goes on
-            log.exception("recognition failed on %d lines", len(crops))
-            results = [{"text": "", "error": f"{RECOGNITION_FAILED}: {type(exc).__name__}: {exc}"}] * len(crops)
+        results = _recognize(recognizer, crops)
         per_line = (time.perf_counter() - t0) / max(len(crops), 1)
         model = self.model or str(getattr(recognizer, "uri", "") or "")
         out, k = [], 0
@@ -252,8 +311,14 @@ class PageReader:
                 out.append(p)
                 continue
             n = len(p.crops)
-            out.append(self.assemble(p, results[k:k + n], per_line * n, model=model))
+            lines, spent = results[k:k + n], per_line * n
             k += n
+            if self.unsure(p, lines):
+                turned = p.turned()
+                t1 = time.perf_counter()
+                p, lines = self.pick_orientation(p, lines, turned, _recognize(recognizer, turned.crops))
+                spent += time.perf_counter() - t1
+            out.append(self.assemble(p, lines, spent, model=model))
         return out
 
 
