@@ -183,7 +183,9 @@ def main() -> int:
                "load_average_at_start": round(load, 1), "model": args.model, "replicas": args.replicas,
                "recognizer": spec.as_dict(), "direct_recognizer_ms_per_line": round(direct_ms, 1),
                "direct_split_ms_per_line": split,
-               "serve_config_user_config": configured, "runs": []}
+               "serve_config_user_config": configured,
+               "ray_serve_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAY_SERVE_")},
+               "runs": []}
     print(f"load average at start {load:.1f}; recognizer ({spec.backend} {spec.quantize or 'fp32'}, decoder "
           f"{decoder_kind}) directly, one line at a time: {direct_ms:.1f} ms per line; by stage {split}")
     for mode in args.modes:
