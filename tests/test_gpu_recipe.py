@@ -29,8 +29,13 @@ TINY = {"height": 32, "channels": [8, 16, 16, 32], "blocks": [1, 1, 1, 1], "lstm
 
 @pytest.fixture(scope="module")
 def tiny_pack(tmp_path_factory, shared_data) -> Path:
+    from htr_ray.training import page_crops
+
+    crops = tmp_path_factory.mktemp("page_crops") / "crops"
+    page_crops.build(str(crops), pages=1, seed=3, kinds=("iam_ruled",))  # ~20 lines cut by the page reader
     out = tmp_path_factory.mktemp("pack") / "pack"
-    packmod.build(str(shared_data / "iam_ondb_lines"), str(out), height=32, synth=6, limit=24, max_mib=1.0)
+    packmod.build(str(shared_data / "iam_ondb_lines"), str(out), height=32, synth=6, limit=24, max_mib=1.0,
+                  page_crops=[str(crops)], pages_n=8)
     return out
 
 
@@ -63,13 +68,16 @@ def test_pack_holds_train_and_val_forms_only(tiny_pack, shared_data):
     root = str(shared_data / "iam_ondb_lines")
     meta = json.loads((tiny_pack / packmod.META_FILE).read_text())
     assert packmod.pack_bytes(str(tiny_pack)) <= 1.0 * 2**20
-    assert meta["counts"] == {"iam_train": 24, "iam_val": 24, "synth_train": 6, "synth_val": 0}
+    assert meta["counts"] == {"iam_train": 24, "iam_val": 24, "synth_train": 6, "synth_val": 0,
+                              "pages_train": 8, "pages_val": 0}
     test_ids = {r.line_id for r in labels.read_rows(root, "test")}
     assert test_ids
     for e in meta["entries"]:
         if e["source"] == "iam":
             assert e["id"] not in test_ids
             assert labels.split_by_group(labels.form_of(e["id"])) == e["split"] != "test"
+        elif e["source"] == "pages":  # cut from composed pages of train forms
+            assert e["split"] == "train" and e["id"].startswith("pc-iam_ruled-")
         else:
             assert e["split"] == "train"
             assert split_of(meta["synth"]["seed"], int(e["id"].rsplit("-", 1)[1])) == "train"

@@ -4,12 +4,14 @@ and torch but not the data, OpenCV or the network (the GPU recipe, ``scripts/tra
 A pack is a folder of two files:
 
     pack.json    format, height, gray levels, how it was built, and one entry per line in storage
-                 order: id, text, source (``iam`` or ``synth``), split (``train`` or ``val``), width
+                 order: id, text, source (``iam``, ``synth`` or ``pages``), split (``train`` or ``val``), width
     pixels.npz   ``pixels``: every line's image concatenated, flat uint8, each (height, width) in C order;
                  already :func:`htr_ray.io.images.normalize_line`-d at the model's height, ink = 255
 
-It holds IAM-OnDB lines of the *train* forms, the lines of the *val* forms apart for validation, and
-generated lines (:mod:`htr_ray.data.synth`, train split only: train fonts, pen strokes of train forms).
+It holds IAM-OnDB lines of the *train* forms, the lines of the *val* forms apart for validation,
+generated lines (:mod:`htr_ray.data.synth`, train split only: train fonts, pen strokes of train forms)
+and, with ``--page-crops``, lines as the page reader cuts them from composed train-form pages
+(:mod:`htr_ray.training.page_crops`: ruling, form boxes and neighbours' strokes at their edges).
 The split is the project's one rule (:func:`htr_ray.data.labels.split_by_group` on the form, through
 :func:`htr_ray.data.labels.read_rows`, as every training job reads ``labels.tsv``); lines of the test
 forms are never read. Gray values are quantised to ``--levels`` levels (16 by default: steps of 1/15 of
@@ -20,6 +22,7 @@ scan noise would otherwise take most of it.
 Build (here, where the data, OpenCV and the fonts are)::
 
     python -m htr_ray.training.pack --data ../shared/data/iam_ondb_lines --out work/pack [--height 64] [--synth 2000]
+        [--page-crops work/page_crops/paper work/page_crops/forms --pages-n 3000]
 
 Train from it: ``python jobs/train.py --local --pack work/pack --model crnn_medium_v2 ...`` (the training
 loop's ``--pack`` source, :func:`pack_context`), then turn the run's best checkpoint into a model folder::
@@ -49,7 +52,7 @@ log = logging.getLogger(__name__)
 FORMAT = "htr-ray-line-pack/1"
 META_FILE = "pack.json"
 PIXELS_FILE = "pixels.npz"
-SOURCES = ("iam", "synth")
+SOURCES = ("iam", "synth", "pages")
 DEFAULT_DOMAINS = ("cheque", "prescription", "homework", "generic")
 SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                              "models", "en_line_crnn_small")
@@ -119,11 +122,33 @@ def _synth_lines(n: int, seed: int, domains, strokes_fraction: float, height: in
     return entries, arrays
 
 
+def _page_crop_lines(folders, n: int, height: int, levels: int, floor: int) -> tuple[list[dict], list[np.ndarray]]:
+    """Up to ``n`` lines (0: all), spread evenly over the rows of the ``page_crops`` folders (all of them
+    cut from pages of train forms, so every row trains)."""
+    from htr_ray.data import labels
+    from htr_ray.io import images, storage
+
+    rows = [r for f in folders for r in labels.read_rows(f)]
+    if n and len(rows) > n:
+        rows = [rows[int(i * len(rows) / n)] for i in range(n)]
+    entries, arrays = [], []
+    for r in rows:
+        try:
+            px = quantize(images.normalize_line(images.decode_gray(storage.read_bytes(r.image_uri())), height), levels, floor)
+        except (storage.StorageError, images.ImageError, ValueError) as exc:
+            log.warning("%s: %s (left out of the pack)", r.image_uri(), exc)
+            continue
+        entries.append({"id": r.line_id, "text": r.text, "source": "pages", "split": "train", "width": int(px.shape[1])})
+        arrays.append(px)
+    return entries, arrays
+
+
 def build(data: str, out: str, height: int = 64, synth: int = 2000, levels: int = 16, seed: int = 7,
           domains=DEFAULT_DOMAINS, strokes_fraction: float = 0.3, limit: int = 0, max_mib: float = 40.0,
-          command: str = "", floor: int = 2) -> dict:
+          command: str = "", floor: int = 2, page_crops=(), pages_n: int = 0) -> dict:
     """Write a pack of ``data``'s train- and val-form lines plus ``synth`` generated lines to ``out``.
-    ``limit``: at most this many lines per IAM split (small packs for tests). Raises :class:`PackError`
+    ``page_crops``: folders written by :mod:`htr_ray.training.page_crops` (up to ``pages_n`` of their
+    lines, 0: all). ``limit``: at most this many lines per IAM split (small packs for tests). Raises :class:`PackError`
     when the pack comes out larger than ``max_mib``. Returns the meta (without the per-line list)."""
     if height < 16 or height % 8:
         raise PackError(f"--height {height}: line models take a multiple of 8, at least 16")
@@ -141,6 +166,13 @@ def build(data: str, out: str, height: int = 64, synth: int = 2000, levels: int 
         e, a = _synth_lines(synth, seed, domains, strokes_fraction, height, levels, floor)
         entries += e
         arrays += a
+    if page_crops:
+        e, a = _page_crop_lines(page_crops, pages_n, height, levels, floor)
+        if not e:
+            raise PackError(f"{', '.join(page_crops)}: no readable page-crop lines")
+        entries += e
+        arrays += a
+        log.info("page crops: %d lines (%.0f s)", len(e), time.time() - t0)
     os.makedirs(out, exist_ok=True)
     flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, np.uint8)
     # write to temporary names, then rename: a folder with pack.json is complete
@@ -154,6 +186,8 @@ def build(data: str, out: str, height: int = 64, synth: int = 2000, levels: int 
         "iam_split": "htr_ray.data.labels.split_by_group(form, val_percent=5): train and val forms; test forms not read",
         "synth": {"n": synth, "seed": seed, "domains": list(domains), "strokes_fraction": strokes_fraction,
                   "split": "train (train fonts, strokes of train forms)"},
+        "pages": {"folders": [os.path.abspath(f) if "://" not in f else f for f in page_crops], "n": pages_n,
+                  "split": "train (crops of composed pages of train forms, htr_ray.training.page_crops)"},
         "limit": limit, "command": command,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "entries": entries,
@@ -231,7 +265,8 @@ def load(folder: str) -> Pack:
 
 def pack_context(cfg):
     """The training loop's :class:`~htr_ray.training.contexts.LocalContext` over a pack (``--pack``):
-    sources ``iam`` and ``synth`` (train lines, mixed by ``--weights`` in that order), validation on
+    sources ``iam``, ``synth`` and ``pages`` that it holds (train lines, mixed by ``--weights`` in that
+    order), validation on
     the val-form lines. The model's input height must be the pack's."""
     from htr_ray.models import build_model
     from htr_ray.training.contexts import LocalContext
@@ -242,14 +277,16 @@ def pack_context(cfg):
         if model_h != pack.height:
             raise PackError(f"{os.path.join(cfg.pack, META_FILE)}: lines are {pack.height} px high, {cfg.model} "
                             f"takes {model_h}; rebuild the pack with --height {model_h}")
-    sources = [pack.rows(src, "train") for src in SOURCES]
-    sources = [s for s in sources if s]
+    by_source = {src: pack.rows(src, "train") for src in SOURCES}
+    names = [src for src in SOURCES if by_source[src]]
+    sources = [by_source[src] for src in names]
     if cfg.weights and len(cfg.weights) != len(sources):
-        raise PackError(f"{len(cfg.weights)} --weights for {len(sources)} pack sources ({', '.join(SOURCES[:len(sources)])})")
+        raise PackError(f"{len(cfg.weights)} --weights for {len(sources)} pack sources ({', '.join(names)})")
     val = pack.rows("iam", "val")
     ctx = LocalContext(cfg, sources=sources, val=val)
     ctx.pack_info = {"pack_counts": pack.meta.get("counts"), "pack_height": pack.height, "pack_levels": pack.meta.get("levels"),
                      "pack_iam": pack.meta.get("iam"), "pack_synth": pack.meta.get("synth"),
+                     "pack_pages": pack.meta.get("pages"),
                      "pack_command": pack.meta.get("command")}
     import torch
 
@@ -343,11 +380,13 @@ def main(argv=None) -> int:
     ap.add_argument("--floor", type=int, default=2, help="the faintest levels above paper that become paper (2 of 16: ink below 1/6)")
     ap.add_argument("--limit", type=int, default=0, help="at most this many lines per IAM split (tests)")
     ap.add_argument("--max-mib", type=float, default=40.0, help="fail when the pack is larger")
+    ap.add_argument("--page-crops", nargs="*", default=[], help="page_crops folders (python -m htr_ray.training.page_crops)")
+    ap.add_argument("--pages-n", type=int, default=0, help="at most this many page-crop lines (0: all)")
     a = ap.parse_args(argv)
     command = "python -m htr_ray.training.pack " + " ".join(shlex.quote(x) for x in argv)
     try:
         meta = build(a.data, a.out, a.height, a.synth, a.levels, a.seed, a.domains, a.strokes_fraction, a.limit,
-                     a.max_mib, command, a.floor)
+                     a.max_mib, command, a.floor, a.page_crops, a.pages_n)
     except PackError as exc:
         print(f"pack: {exc}", file=sys.stderr)
         return 1
