@@ -148,6 +148,23 @@ def test_transcribe_page_matches_the_bulk_job_path(serve_app, line_model):
     assert set(row["timings"]) == {"decode", "find_lines", "recognize", "assemble"}
 
 
+def test_transcribe_reads_a_page_fed_in_upside_down(serve_app):
+    """Serve turns an unsure page as the bulk job's reader does (PageReader.unsure / pick_orientation)."""
+    from htr_ray.data.synth.layout_pages import compose_page
+    from htr_ray.evaluation.metrics import char_errors
+
+    page = compose_page(1, "test", "iam_plain")  # real handwriting of held-out forms
+    answers = [requests.post(f"{serve_app}/v1/transcribe", data=png(img), timeout=120,
+                             headers={"Content-Type": "image/png"})
+               for img in (page.image, np.ascontiguousarray(page.image[::-1, ::-1]))]
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    (upright,), (turned,) = (r.json()["pages"] for r in answers)
+    assert abs(upright["angle"]) < 10 and abs(abs(turned["angle"]) - 180) < 10
+    truth = page.handwritten_text
+    cer = [char_errors(truth, p["text"])[0] / len(truth) for p in (upright, turned)]
+    assert cer[1] <= cer[0] + 0.05, cer  # the turned page reads about as well as the upright one
+
+
 def test_transcribe_answers_in_page_formats(serve_app):
     from htr_ray.pages import formats
 

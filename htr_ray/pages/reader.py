@@ -268,7 +268,7 @@ class PageReader:
         """Whether a page's reading is unsure enough to read it turned 180 degrees as well: the mean
         confidence of its handwritten lines is below ``turn_check_below`` (a page fed in upside down
         reads at about 0.2-0.25, an upright page of real handwriting at about 0.45-0.6)."""
-        if not self.turn_check_below or len(prepared.crops) < 1:
+        if not self.turn_check_below:
             return False
         conf = _mean_confidence(prepared, line_results)
         return conf is not None and conf < self.turn_check_below

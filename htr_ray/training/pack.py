@@ -78,13 +78,10 @@ def quantize(x: np.ndarray, levels: int, floor: int = 0) -> np.ndarray:
     return np.rint(q * (255.0 / (levels - 1))).astype(np.uint8)
 
 
-def _iam_lines(root: str, split: str, height: int, levels: int, floor: int, limit: int) -> tuple[list[dict], list[np.ndarray], int]:
-    from htr_ray.data import labels
+def _read_lines(rows, source: str, split: str, height: int, levels: int, floor: int) -> tuple[list[dict], list[np.ndarray], int]:
+    """Label rows -> pack entries and pixels at ``height``; an unreadable line is left out and counted."""
     from htr_ray.io import images, storage
 
-    rows = labels.read_rows(root, split)
-    if limit:
-        rows = rows[:limit]
     entries, arrays, bad = [], [], 0
     for r in rows:
         try:
@@ -94,9 +91,16 @@ def _iam_lines(root: str, split: str, height: int, levels: int, floor: int, limi
             log.warning("%s: %s (left out of the pack)", r.image_uri(), exc)
             bad += 1
             continue
-        entries.append({"id": r.line_id, "text": r.text, "source": "iam", "split": split, "width": int(px.shape[1])})
+        entries.append({"id": r.line_id, "text": r.text, "source": source, "split": split, "width": int(px.shape[1])})
         arrays.append(px)
     return entries, arrays, bad
+
+
+def _iam_lines(root: str, split: str, height: int, levels: int, floor: int, limit: int) -> tuple[list[dict], list[np.ndarray], int]:
+    from htr_ray.data import labels
+
+    rows = labels.read_rows(root, split)
+    return _read_lines(rows[:limit] if limit else rows, "iam", split, height, levels, floor)
 
 
 def _synth_lines(n: int, seed: int, domains, strokes_fraction: float, height: int, levels: int, floor: int) -> tuple[list[dict], list[np.ndarray]]:
@@ -122,25 +126,15 @@ def _synth_lines(n: int, seed: int, domains, strokes_fraction: float, height: in
     return entries, arrays
 
 
-def _page_crop_lines(folders, n: int, height: int, levels: int, floor: int) -> tuple[list[dict], list[np.ndarray]]:
+def _page_crop_lines(folders, n: int, height: int, levels: int, floor: int) -> tuple[list[dict], list[np.ndarray], int]:
     """Up to ``n`` lines (0: all), spread evenly over the rows of the ``page_crops`` folders (all of them
     cut from pages of train forms, so every row trains)."""
     from htr_ray.data import labels
-    from htr_ray.io import images, storage
 
     rows = [r for f in folders for r in labels.read_rows(f)]
     if n and len(rows) > n:
         rows = [rows[int(i * len(rows) / n)] for i in range(n)]
-    entries, arrays = [], []
-    for r in rows:
-        try:
-            px = quantize(images.normalize_line(images.decode_gray(storage.read_bytes(r.image_uri())), height), levels, floor)
-        except (storage.StorageError, images.ImageError, ValueError) as exc:
-            log.warning("%s: %s (left out of the pack)", r.image_uri(), exc)
-            continue
-        entries.append({"id": r.line_id, "text": r.text, "source": "pages", "split": "train", "width": int(px.shape[1])})
-        arrays.append(px)
-    return entries, arrays
+    return _read_lines(rows, "pages", "train", height, levels, floor)
 
 
 def build(data: str, out: str, height: int = 64, synth: int = 2000, levels: int = 16, seed: int = 7,
@@ -167,11 +161,12 @@ def build(data: str, out: str, height: int = 64, synth: int = 2000, levels: int 
         entries += e
         arrays += a
     if page_crops:
-        e, a = _page_crop_lines(page_crops, pages_n, height, levels, floor)
+        e, a, b = _page_crop_lines(page_crops, pages_n, height, levels, floor)
         if not e:
             raise PackError(f"{', '.join(page_crops)}: no readable page-crop lines")
         entries += e
         arrays += a
+        bad += b
         log.info("page crops: %d lines (%.0f s)", len(e), time.time() - t0)
     os.makedirs(out, exist_ok=True)
     flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, np.uint8)
