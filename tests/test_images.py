@@ -102,6 +102,22 @@ def test_normalize_line_keeps_aspect_and_inverts():
     assert blank.shape[0] == 32 and blank.max() <= 1.0
 
 
+def test_percentiles_of_uint8_images_are_numpys():
+    """The histogram percentiles give numpy's (linear interpolation) on uint8 images of every kind of
+    spread, and the float path is numpy's itself."""
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        h, w = int(rng.integers(1, 60)), int(rng.integers(1, 700))
+        gray = np.clip(rng.normal(rng.uniform(0, 255), rng.uniform(0.5, 80), (h, w)), 0, 255).astype(np.uint8)
+        for q, got in zip((1, 50, 99), images.percentiles(gray, (1, 50, 99))):
+            assert got == pytest.approx(float(np.percentile(gray.astype(np.float32), q)), abs=1e-4)
+            assert got.dtype == np.float32
+    flat = np.full((3, 3), 9, np.uint8)
+    assert images.percentiles(flat, (1, 99)) == [9, 9]
+    floats = rng.uniform(0, 1, (10, 10)).astype(np.float32)
+    assert images.percentiles(floats, (1, 99)) == [np.percentile(floats, 1), np.percentile(floats, 99)]
+
+
 def test_normalize_char_and_pad_batch():
     gray = np.full((70, 40), 255, np.uint8)
     gray[10:60, 15:25] = 0

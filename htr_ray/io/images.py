@@ -184,12 +184,32 @@ def crop_to_ink(gray: np.ndarray, margin: int = 2, threshold: int | None = None)
     return gray[y0:y1, x0:x1]
 
 
+def percentiles(gray: np.ndarray, qs: tuple[float, ...]) -> list:
+    """``np.percentile(gray.astype(float32), q)`` for each q (linear interpolation), as float32. A uint8
+    image is counted into a 256-bin histogram instead of sorted: 5x faster on a line crop, where the
+    sort was a sixth of a Serve replica's CPU per line (docs/serving.md), and the same values."""
+    if gray.dtype != np.uint8 or gray.size == 0:
+        g = gray.astype(np.float32)
+        return [np.percentile(g, q) for q in qs]
+    cum = np.cumsum(np.bincount(gray.ravel(), minlength=256))
+    n = int(cum[-1])
+    out = []
+    for q in qs:
+        index = q / 100.0 * (n - 1)
+        below = int(index)
+        frac = index - below
+        a = int(np.searchsorted(cum, below, side="right"))  # the sorted image's value at `below`
+        b = int(np.searchsorted(cum, min(below + 1, n - 1), side="right"))
+        out.append(np.float32(a + (b - a) * frac))
+    return out
+
+
 def normalize_line(gray: np.ndarray, height: int, max_width: int = 2048, min_width: int = 16) -> np.ndarray:
     """The single pre-processing of a text-line image for the recognizer (training and inference alike):
     contrast-stretch, crop to the ink, scale to ``height`` with the aspect kept, invert so ink = 1.
     Returns float32 of shape (height, width)."""
     g = gray.astype(np.float32)
-    lo, hi = np.percentile(g, 1), np.percentile(g, 99)
+    lo, hi = percentiles(gray, (1, 99))
     if hi - lo < 1:
         hi = lo + 1
     stretched = np.clip((g - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
