@@ -119,6 +119,17 @@ def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float)
             "replica_p50_ms": round(float(np.percentile(np.array(server) * 1000, 50)), 1) if server else None}
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of a process on this machine (default: this one, the load generator)."""
+    if pid is None:
+        return time.process_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # the replica runs elsewhere (a cluster): no figure
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stats(base: str) -> dict:
     return requests.get(f"{base}/v1/stats", timeout=60).json()
 
@@ -204,8 +215,15 @@ def main() -> int:
         closed_loop(f"{base}/v1/recognize", bodies, 2, 3)  # warm-up
         floor = healthz_p50_ms(base)
         for c in args.concurrency:
-            before = stats(base)["recognizer"]["batch_sizes"]
+            first = stats(base)
+            before, replica_pid = first["recognizer"]["batch_sizes"], first["recognizer"]["pid"]
+            cpu0, replica_cpu0, wall0 = cpu_seconds(), cpu_seconds(replica_pid), time.perf_counter()
             r = closed_loop(f"{base}/v1/recognize", bodies, c, args.seconds)
+            wall = time.perf_counter() - wall0
+            # the cores the load generator (this process) and the Recognizer replica kept busy: on a
+            # 2-core machine the clients compete with the server they measure
+            r.update(client_cpu_cores=round((cpu_seconds() - cpu0) / wall, 2),
+                     replica_cpu_cores=round((cpu_seconds(replica_pid) - replica_cpu0) / wall, 2))
             after = stats(base)
             r.update(mode=label, mean_batch=mean_batch_since(before, after["recognizer"]["batch_sizes"]),
                      recognizer_peak_rss_mb=after["recognizer"].get("peak_rss_mb"),
@@ -213,12 +231,13 @@ def main() -> int:
                      recognizer_memory={k: v for k, v in after["recognizer"].items() if k.endswith("_mb")},
                      pages_memory={k: v for k, v in after["pages"].items() if k.endswith("_mb")},
                      healthz_p50_ms=floor, load_average=round(os.getloadavg()[0], 1),
-                     **{k: after["recognizer"].get(k) for k in ("backend", "quantize", "decoder", "threads",
+                     **{k: after["recognizer"].get(k) for k in ("backend", "quantize", "decoder", "threads", "ingress",
                                                                  "torch_loaded")})
             results["runs"].append(r)
             print(f"{label:<44} c={c:<3} {r['rps']:>7.1f} req/s  p50 {r['p50_ms']:>7.1f} ms  "
                   f"p95 {r['p95_ms']:>7.1f} ms  p99 {r['p99_ms']:>7.1f} ms  replica p50 {r['replica_p50_ms']:>6.1f} ms  "
-                  f"batch {r['mean_batch']:>5.1f}  errors {r['errors']}  "
+                  f"batch {r['mean_batch']:>5.1f}  errors {r['errors']}  CPU cores: clients {r['client_cpu_cores']}, "
+                  f"replica {r['replica_cpu_cores']}  "
                   f"peak RSS recognizer {r['recognizer_peak_rss_mb']} MB, pages {r['pages_peak_rss_mb']} MB")
             print(f"    memory (MB) recognizer {r['recognizer_memory']}  pages {r['pages_memory']}")
         serve.delete("htr")
@@ -226,12 +245,13 @@ def main() -> int:
     print(f"\n{results['date']}, {results['machine']}, load average at start {results['load_average_at_start']}; "
           f"recognizer directly {direct_ms:.1f} ms/line, by stage (ms) {split}\n")
     print("| mode | conc. | req/s | p50 ms | p95 ms | replica's own p50 ms | /healthz p50 ms | mean batch "
-          "| Recognizer peak RSS MB | torch loaded | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU cores: clients / replica | Recognizer peak RSS MB | torch loaded | ingress | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         print(f"| {r['mode']} | {r['concurrency']} | {r['rps']} | {r['p50_ms']} | {r['p95_ms']} | "
-              f"{r['replica_p50_ms']} | {r['healthz_p50_ms']} | {r['mean_batch']} | {r['recognizer_peak_rss_mb']} | "
-              f"{r['torch_loaded']} | {r['load_average']} |")
+              f"{r['replica_p50_ms']} | {r['healthz_p50_ms']} | {r['mean_batch']} | "
+              f"{r['client_cpu_cores']} / {r['replica_cpu_cores']} | {r['recognizer_peak_rss_mb']} | "
+              f"{r['torch_loaded']} | {r['ingress']} | {r['load_average']} |")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
     print(f"wrote {args.json}")

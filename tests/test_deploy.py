@@ -188,7 +188,7 @@ def _typos(doc):
         ("spec.enableInTreeAutoScaling", "enableInTreeAutoScaling", mutate(lambda d: rename(d["spec"], "enableInTreeAutoscaling", "enableInTreeAutoScaling"))),
         ("headGroupSpec.rayStartParam", "rayStartParam'", mutate(lambda d: rename(head(d), "rayStartParams", "rayStartParam"))),
         ("container.resource", "'resource'", mutate(lambda d: rename(c0(d), "resources", "resource"))),
-        ("env[].valueFrom.secretKeyref", "secretKeyref", mutate(lambda d: rename(c0(d)["env"][0]["valueFrom"], "secretKeyRef", "secretKeyref"))),
+        ("env[].valueFrom.secretKeyref", "secretKeyref", mutate(lambda d: rename(next(e for e in c0(d)["env"] if "valueFrom" in e)["valueFrom"], "secretKeyRef", "secretKeyref"))),
         ("workerGroupSpecs[0].maxReplica", "maxReplica'", mutate(lambda d: rename(d["spec"]["workerGroupSpecs"][0], "maxReplicas", "maxReplica"))),
         ("minReplicas as text", "minReplicas", mutate(lambda d: d["spec"]["workerGroupSpecs"][0].__setitem__("minReplicas", "zero"))),
         ("memory limit '8 GB'", "limits/memory", mutate(lambda d: c0(d)["resources"]["limits"].__setitem__("memory", "8 GB"))),
@@ -215,6 +215,28 @@ def ray_containers():
             for group, g in groups(cspec):
                 for c in g["template"]["spec"]["containers"]:
                     yield name, group, g, c
+
+
+def test_serving_clusters_start_ray_with_the_serve_environment():
+    """Serve's HAProxy ingress is read from the environment Ray starts with: every container of the
+    manifests a Serve app runs on, and every node of the cluster launcher config, sets it as a local
+    Ray does (runtime.SERVE_ENVIRONMENT)."""
+    from htr_ray.distributed.runtime import SERVE_ENVIRONMENT
+
+    serving = {"rayservice.yaml", "raycluster.yaml"}
+    seen = set()
+    for name, group, _, c in ray_containers():
+        if name in serving:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            for key, value in SERVE_ENVIRONMENT.items():
+                assert env.get(key) == value, f"{name} {group}: {key} is {env.get(key)!r}, want {value!r}"
+            seen.add(name)
+    assert seen == serving
+    launcher = yaml.safe_load((REPO / "cluster" / "aws.yaml").read_text())
+    for commands in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = " ".join(launcher[commands])
+        for key, value in SERVE_ENVIRONMENT.items():
+            assert f"{key}={value}" in start, f"cluster/aws.yaml {commands} does not set {key}={value}"
 
 
 def test_head_takes_no_work_and_autoscaling_is_on():

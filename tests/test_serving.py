@@ -119,6 +119,12 @@ def test_recognize_same_text_as_recognizer_directly(serve_app, line_images, line
         # per-character confidences only on request (they are most of the bytes of an answer)
         assert "char_confidences" not in raw.json()
         assert multipart.json()["char_confidences"] == pytest.approx(direct.char_confidences, abs=1e-4)
+        # where the replica's time went, as a Server-Timing header (ms): the stages add up to the total
+        timing = {k: float(v) for k, v in (part.strip().split(";dur=") for part in raw.headers["Server-Timing"].split(","))}
+        assert set(timing) == {"read", "decode", "queue", "model", "answer", "total"}, timing
+        assert all(v >= 0 for v in timing.values()) and timing["model"] > 0, timing
+        assert sum(v for k, v in timing.items() if k != "total") <= timing["total"] + 0.05, timing
+        assert timing["total"] / 1000 == pytest.approx(raw.json()["seconds"], abs=1e-3)
 
 
 def test_transcribe_page_matches_the_bulk_job_path(serve_app, line_model):
@@ -204,6 +210,8 @@ def test_concurrent_requests_are_batched(serve_app, line_images):
     assert rec["peak_rss_mb"] > 50 and stats["pages"]["peak_rss_mb"] > 50
     # the replica runs what serve_config.yaml says: the bulk job's ONNX int8 on one thread
     assert (rec["backend"], rec["quantize"], rec["threads"]) == ("onnx", "int8", 1), rec
+    # and answers HTTP itself behind HAProxy: the local Ray was started with runtime.SERVE_ENVIRONMENT
+    assert rec["ingress"] == "haproxy", rec
 
 
 def test_deployments_run_with_the_config_files_settings(serve_app):

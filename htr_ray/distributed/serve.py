@@ -200,6 +200,17 @@ def _decode_line(data: bytes) -> np.ndarray:
         raise ApiError(_error_status(exc.kind), str(exc), exc.kind) from exc
 
 
+def _ingress() -> str:
+    """What brings HTTP requests to this replica, as Serve decided from the environment Ray started with
+    (htr_ray.distributed.runtime.SERVE_ENVIRONMENT): ``haproxy`` (the replica answers HTTP itself, behind
+    HAProxy) or ``serve-proxy`` (Serve's Python proxy passes each request on)."""
+    try:
+        from ray.serve._private import constants
+    except ImportError:  # pragma: no cover - a Ray without it has the Python proxy only
+        return "serve-proxy"
+    return "haproxy" if getattr(constants, "RAY_SERVE_ENABLE_HA_PROXY", False) else "serve-proxy"
+
+
 def _page_format(request: Request, fmt: str | None) -> str:
     """``json`` or a page format of :mod:`htr_ray.pages.formats`, from ``?format=`` or the Accept header."""
     try:
@@ -253,17 +264,24 @@ class RecognizerDeployment:
     def reconfigure(self, user_config: dict) -> None:
         """``user_config`` (serve_config.yaml): the batching, changed without restarting replicas."""
         if "max_batch_size" in user_config:
-            self.recognize_lines.set_max_batch_size(int(user_config["max_batch_size"]))
+            self._recognize_batch.set_max_batch_size(int(user_config["max_batch_size"]))
         if "batch_wait_timeout_s" in user_config:
-            self.recognize_lines.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+            self._recognize_batch.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
 
     # The model call runs on the replica's event loop on purpose: while it runs, new requests queue,
     # and the next batch takes all of them at once (with batch_wait_timeout_s 0, a request that finds
     # the queue empty is read at once instead of waiting for company that is not coming).
     @serve.batch
-    async def recognize_lines(self, lines: list[np.ndarray]) -> list:
+    async def _recognize_batch(self, lines: list[np.ndarray]) -> list:
         self.batch_sizes[len(lines)] += 1
-        return self.recognizer.recognize(lines)
+        started = time.perf_counter()
+        results = self.recognizer.recognize(lines)
+        span = (started, time.perf_counter())
+        return [(r, span) for r in results]
+
+    async def recognize_lines(self, line: np.ndarray):
+        """One line through the shared batches: its LineResult."""
+        return (await self._recognize_batch(line))[0]
 
     def check_health(self) -> None:
         """Serve calls this periodically; raising marks the replica unhealthy and replaces it. A real
@@ -284,15 +302,25 @@ class RecognizerDeployment:
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise ApiError(401, "missing or wrong API key (Authorization: Bearer <key> or X-API-Key)", "unauthorized")
 
-    async def _handle(self, request: Request, work):
+    async def _handle(self, request: Request, work, timing: dict | None = None):
+        """Run ``work`` on the uploaded bytes and answer JSON (or its Response); ``timing`` collects the
+        stages ``work`` marks, answered as a ``Server-Timing`` header (ms) beside ``read`` and ``total``."""
         started = time.perf_counter()
         try:
             self._authorise(request)
-            body = await work(await _image_bytes(request))
+            data = await _image_bytes(request)
+            if timing is not None:
+                timing["read"] = time.perf_counter() - started
+            body = await work(data)
             if isinstance(body, Response):
                 return body
-            body["seconds"] = round(time.perf_counter() - started, 4)
-            return JSONResponse(body)
+            elapsed = time.perf_counter() - started
+            body["seconds"] = round(elapsed, 4)
+            headers = None
+            if timing is not None:
+                timing["total"] = elapsed
+                headers = {"Server-Timing": ", ".join(f"{k};dur={v * 1000:.2f}" for k, v in timing.items())}
+            return JSONResponse(body, headers=headers)
         except ApiError as exc:
             return JSONResponse({"error": exc.message, "kind": exc.kind}, status_code=exc.status, headers=exc.headers)
         except BackPressureError:
@@ -302,15 +330,24 @@ class RecognizerDeployment:
     @api.post("/v1/recognize", summary="Recognise one line image")
     async def recognize(self, request: Request, char_confidences: bool = False):
         """``?char_confidences=true`` adds each character's confidence."""
+        timing: dict[str, float] = {}
+
         async def work(data: bytes) -> dict:
-            result = await self.recognize_lines(_decode_line(data))
+            t0 = time.perf_counter()
+            line = _decode_line(data)
+            queued = time.perf_counter()
+            result, (model_started, model_ended) = await self._recognize_batch(line)
+            # decode: the PNG; queue: waiting for a batch to start; model: the batch (shared with its
+            # other lines); answer: from the batch's end until this request's coroutine ran again
+            timing.update(decode=queued - t0, queue=model_started - queued, model=model_ended - model_started,
+                          answer=time.perf_counter() - model_ended)
             if result.error:
                 raise ApiError(422, result.error, "unreadable")
             body = {"text": result.text, "confidence": result.confidence, "model": self.model}
             if char_confidences:
                 body["char_confidences"] = result.char_confidences
             return body
-        return await self._handle(request, work)
+        return await self._handle(request, work, timing)
 
     @api.post("/v1/transcribe", summary="Find and recognise the lines of a page image")
     async def transcribe(self, request: Request, format: str | None = None, char_confidences: bool = False):
@@ -358,7 +395,7 @@ class RecognizerDeployment:
         threads = getattr(self.recognizer.model, "threads", None) if self.recognizer.numpy_io else None
         return {"backend": info["backend"], "quantize": info["quantize"], "decoder": info["decoder"],
                 "threads": threads or (torch.get_num_threads() if torch else None),
-                "torch_loaded": torch is not None}
+                "torch_loaded": torch is not None, "ingress": _ingress()}
 
     @api.get("/v1/stats", summary="Batch sizes, threads and memory of one replica of each deployment")
     async def stats(self):
@@ -368,8 +405,8 @@ class RecognizerDeployment:
             pages = {"error": f"{type(exc).__name__}: {exc}"}
         return {"recognizer": {"pid": os.getpid(), "batch_sizes": dict(self.batch_sizes), "model": self.model,
                                **self._runtime(),
-                               "max_batch_size": self.recognize_lines._get_max_batch_size(),
-                               "batch_wait_timeout_s": self.recognize_lines._get_batch_wait_timeout_s(),
+                               "max_batch_size": self._recognize_batch._get_max_batch_size(),
+                               "batch_wait_timeout_s": self._recognize_batch._get_batch_wait_timeout_s(),
                                **process_memory()},
                 "pages": pages}
 
