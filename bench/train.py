@@ -12,7 +12,14 @@ Local configurations (``--configs``, default all of them), each a set of TrainCo
 - ``procs``: decode + augment in 1 worker process;
 - ``procs+cl``: and channels-last convolutions;
 - ``after``: ``procs+cl`` with batch 32;
-- ``after-2t``: ``after`` with 2 torch threads.
+- ``after-2t``: ``after`` with 2 torch threads;
+- ``pack``: the same lines from a training pack (:mod:`htr_ray.training.pack`, built by the bench at the
+  model's height: decoded and normalised once, before training), augmented as whole batches in torch
+  (``augment_torch``), channels-last, batch 16, 1 thread.
+
+``--workers 1 2`` also runs Ray Train with that many 1-CPU workers, reading the shards through Ray
+Data (the default) or, with ``--ray-pack``, each worker reading the pack: the way to keep both cores
+of a 2-core machine on the model.
 
 The configurations run interleaved (``--repeat`` rounds of all of them), so a change in the machine's
 load hits every configuration alike; the table shows the median of each configuration's last epochs
@@ -42,6 +49,7 @@ CONFIGS = {
     "procs+cl": dict(loader_processes=1, channels_last=True, batch_size=16, threads=1),
     "after": dict(loader_processes=1, channels_last=True, batch_size=32, threads=1),
     "after-2t": dict(loader_processes=1, channels_last=True, batch_size=32, threads=2),
+    "pack": dict(loader_processes=0, loader_threads=1, channels_last=True, batch_size=16, threads=1, pack=True),
 }
 
 
@@ -55,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS), help=f"local configurations ({', '.join(CONFIGS)})")
     ap.add_argument("--batch-size", type=int, default=16, help="Ray Train runs: batch size per worker")
     ap.add_argument("--workers", type=int, nargs="*", default=[], help="Ray Train worker counts to measure")
+    ap.add_argument("--ray-pack", action="store_true", help="Ray Train workers read the training pack, not Ray Data shards")
     ap.add_argument("--out", default="work/bench/train.json")
     args = ap.parse_args(argv)
 
@@ -66,13 +75,32 @@ def main(argv=None) -> int:
                          + [shards.Sample(id=r["id"], image=r["image"], text=r["text"], source="iam_ondb", split="val") for r in val])
     base = dict(model=args.model, data=[root], epochs=args.epochs, test_split="", patience=100, max_failures=0,
                 cpus_per_worker=1)
+    pack_dir = ""
+    if args.ray_pack or any(CONFIGS[c].get("pack") for c in args.configs):
+        from htr_ray.models import build_model
+        from htr_ray.training import pack
+
+        # the same first --lines train-form lines, normalised at the model's height; it validates on 32
+        # of its val-form lines (max_val), as the shard runs do on the first 32
+        height = int(build_model(args.model, num_classes=2).input_height)
+        pack_dir = os.path.join(tmp, "pack")
+        pack.build(args.data, pack_dir, height=height, synth=0, limit=args.lines)
     load_before = os.getloadavg()
     runs: dict[str, list[dict]] = {c: [] for c in args.configs}
     for rnd in range(args.repeat):
         for name in args.configs:
-            cfg = TrainConfig(**{**base, **CONFIGS[name]}, output=os.path.join(tmp, f"local-{name}-{rnd}"), local=True)
+            opts = dict(CONFIGS[name])
+            if opts.pop("pack", False):
+                from htr_ray.training.pack import pack_context
+
+                cfg = TrainConfig(**{**base, **opts}, pack=pack_dir, max_val=32,
+                                  output=os.path.join(tmp, f"local-{name}-{rnd}"), local=True)
+                ctx = pack_context(cfg)
+            else:
+                cfg = TrainConfig(**{**base, **opts}, output=os.path.join(tmp, f"local-{name}-{rnd}"), local=True)
+                ctx = LocalContext(cfg)
             t = time.time()
-            s = fit(cfg, LocalContext(cfg))
+            s = fit(cfg, ctx)
             for h in s["history"][1:] or s["history"]:
                 runs[name].append({"samples_per_s": h["samples_per_s"], "epoch_s": h["epoch_s"], "wall_s": time.time() - t,
                                    "samples": h["samples"]})
@@ -90,11 +118,14 @@ def main(argv=None) -> int:
         ensure_ray(num_cpus=max(args.workers), log_to_driver=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
         for n in args.workers:
             cfg = TrainConfig(**base, batch_size=args.batch_size, threads=1, loader_threads=1, workers=n,
-                              storage_path=os.path.join(tmp, "ray"), name=f"bench-{n}")
+                              storage_path=os.path.join(tmp, "ray"), name=f"bench-{n}{'-pack' if args.ray_pack else ''}",
+                              pack=pack_dir if args.ray_pack else "", channels_last=args.ray_pack,
+                              max_val=32 if args.ray_pack else 0)
             t = time.time()
             s = run_ray(cfg)
             m = s["metrics"]  # the last reported epoch
-            results.append({"config": f"Ray Train, {n} worker(s)", "workers": n, "samples_per_s": round(m["samples_per_s"], 2),
+            results.append({"config": f"Ray Train, {n} worker(s)" + (", pack" if args.ray_pack else ""), "workers": n,
+                            "samples_per_s": round(m["samples_per_s"], 2),
                             "epoch_s": round(m["epoch_s"], 1), "wall_s": round(time.time() - t, 1), "lines_per_epoch": m["samples"]})
     load = os.getloadavg()
     print(f"\n{'configuration':<26}{'workers':>8}{'batch':>6}{'samples/s':>11}{'epoch s':>9}")

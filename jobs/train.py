@@ -22,10 +22,7 @@ def main(argv=None) -> int:
     if not cfg.command:
         cfg.command = "python jobs/train.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if not cfg.data and not cfg.pack:
-        print("--data (or --pack with --local) is required", file=sys.stderr)
-        return 2
-    if cfg.pack and not cfg.local:
-        print("--pack trains in one process: add --local", file=sys.stderr)
+        print("--data (or --pack) is required", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     for noisy in ("ray", "urllib3", "botocore", "filelock"):

@@ -135,6 +135,25 @@ def test_ray_train_with_s3_data_and_storage(ray_local, s3_bucket, s3_tiny, tmp_p
     assert [e["epoch"] for e in ts["history"]] == [1, 2]
 
 
+def test_ray_train_workers_share_a_training_pack(ray_local, shared_data, tmp_path, monkeypatch):
+    """--pack with Ray Train: no Ray Data; every worker reads the pack (given as a relative path, as a
+    user types it) and trains on its share of the same epoch, all of it seen once."""
+    from htr_ray.distributed.train import run_ray
+    from htr_ray.training import pack
+
+    pack.build(str(shared_data / "iam_ondb_lines"), str(tmp_path / "pack"), height=32, synth=0, limit=24, max_mib=1.0)
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(model="crnn_small", pack="pack", epochs=1, batch_size=8, threads=1, workers=2, cpus_per_worker=1,
+                      storage_path=str(tmp_path / "ray"), name="packrun", max_failures=0, max_val=8, test_split="")
+    summary = run_ray(cfg)
+    meta = checkpoint.read_meta(summary["best_checkpoint"])
+    assert meta["metrics"]["world_size"] == 2
+    assert meta["metrics"]["samples"] == len(pack.load(str(tmp_path / "pack")).rows("iam", "train")) == 24
+    assert meta["data"]["pack"] == str(tmp_path / "pack") and meta["data"]["pack_height"] == 32
+    model, _ = checkpoint.load(summary["best_checkpoint"])
+    assert model.kind == "line"
+
+
 def test_killed_worker_is_replaced_and_training_finishes(ray_local, tiny_iam, tmp_path, monkeypatch):
     from htr_ray.distributed.train import run_ray
 

@@ -18,6 +18,12 @@ workers a fraction of a CPU each; a cluster too small even for that is refused w
 what to change. (Without it, ``ray start --head --num-cpus 2`` + ``--workers 2`` hung: the two workers
 held both CPUs and the data tasks never ran.)
 
+With ``--pack`` (a training pack folder, :mod:`htr_ray.training.pack`: lines already normalised at the
+model's height, augmented as batches on the device) no Ray Data is used: every worker loads the pack
+(the folder must be readable on every node: a shared or copied path), draws the same epoch as a
+``--local`` run would and trains on its rank's share of it. No line is decoded or augmented one at a
+time, so both cores of a 2-core machine train (docs/training.md, Throughput).
+
 Test hook: with ``HTR_TEST_CRASH_EPOCH=N`` and ``HTR_TEST_CRASH_MARKER=<path>`` in the workers'
 environment, rank 1 (or 0 in a one-worker run) kills its own process once at the start of epoch N
 (the marker file makes it happen only once).
@@ -154,19 +160,33 @@ def run_ray(cfg: TrainConfig) -> dict:
     if cfg.use_gpu:  # refuse before reading any data
         plan_resources(cfg.workers, cfg.cpus_per_worker, True, capacity, data_cpus=0)
     model_kind = kind_of(cfg.model, cfg.params())
-    datasets, sizes, labels = [], [], set()
-    for uri in cfg.data:
-        ds = read_dataset(uri, cfg.train_split).materialize()
-        datasets.append(ds)
-        sizes.append(ds.count())
-        for batch in ds.select_columns(["text"]).iter_batches(batch_size=4096, batch_format="pyarrow"):
-            for t in batch.column("text").to_pylist():
-                if model_kind == "line":
-                    labels.update(t)
-                else:
-                    labels.add(t)
-    train_ds, plan, lazy = mixed_dataset(datasets, sizes, cfg.weights, cfg.epoch_size)
-    log.info("training data: %s -> %s samples per epoch", dict(zip(cfg.data, sizes)), plan)
+    labels: set = set()
+    datasets: dict = {}
+    if cfg.pack:  # every worker reads the pack itself; here only its texts (the charset) and epoch size
+        from htr_ray.training.pack import pack_context
+
+        cfg = dataclasses.replace(cfg, pack=os.path.abspath(cfg.pack))  # workers run in folders of their own
+        packed = pack_context(cfg)
+        for src in packed.sources:
+            for r in src:
+                labels.update(r["text"])
+        plan, lazy = packed.epoch_plan(), False
+        log.info("training pack %s: %s samples per epoch", cfg.pack, plan)
+    else:
+        parts, sizes = [], []
+        for uri in cfg.data:
+            ds = read_dataset(uri, cfg.train_split).materialize()
+            parts.append(ds)
+            sizes.append(ds.count())
+            for batch in ds.select_columns(["text"]).iter_batches(batch_size=4096, batch_format="pyarrow"):
+                for t in batch.column("text").to_pylist():
+                    if model_kind == "line":
+                        labels.update(t)
+                    else:
+                        labels.add(t)
+        train_ds, plan, lazy = mixed_dataset(parts, sizes, cfg.weights, cfg.epoch_size)
+        datasets = {"train": train_ds}
+        log.info("training data: %s -> %s samples per epoch", dict(zip(cfg.data, sizes)), plan)
     cpus_per_worker, note = plan_resources(cfg.workers, cfg.cpus_per_worker, cfg.use_gpu, capacity,
                                            data_cpus=DATA_CPUS if lazy else 0.0)
     if note:
@@ -188,7 +208,7 @@ def run_ray(cfg: TrainConfig) -> dict:
         train_loop_config={"cfg": dataclasses.asdict(cfg), "texts": sorted(labels), "planned": int(sum(plan))},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         run_config=run_config,
-        datasets={"train": train_ds},
+        datasets=datasets,
     )
     result = trainer.fit()
     summary: dict = {"stopped": "done", "metrics": result.metrics}
@@ -218,7 +238,15 @@ class RayContext(Context):
         tc = ray.train.get_context()
         self.rank = tc.get_world_rank()
         self.world_size = tc.get_world_size()
-        self._val = [r for u in (cfg.val_data or cfg.data[:1]) for r in load_rows(u, cfg.val_split)]
+        self._packed = None
+        if cfg.pack:
+            from htr_ray.training.pack import pack_context
+
+            self._packed = pack_context(cfg)
+            self.pack_info = self._packed.pack_info
+            self._val = self._packed.val_rows()
+        else:
+            self._val = [r for u in (cfg.val_data or cfg.data[:1]) for r in load_rows(u, cfg.val_split)]
         self._tmp = tempfile.mkdtemp(prefix="htr-train-")
 
     def device(self) -> torch.device:
@@ -261,6 +289,9 @@ class RayContext(Context):
         import ray.train
 
         self._maybe_crash(epoch)
+        if self._packed is not None:  # every rank draws the same epoch (same seed) and takes its share
+            yield from self._packed.train_rows(epoch)[self.rank::self.world_size]
+            return
         shard = ray.train.get_dataset_shard("train")
         for batch in shard.iter_batches(batch_size=256, batch_format="numpy",
                                         local_shuffle_buffer_size=1024,

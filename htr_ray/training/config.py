@@ -15,7 +15,7 @@ class TrainConfig:
     model: str = config.field("crnn_small", help="architecture from htr_ray.models (crnn_small, crnn_medium, crnn_large, crnn_small_v2, crnn_medium_v2, char_cnn, char_cnn_hanzi)")
     model_params: str = config.field("", help="JSON object overriding architecture parameters, e.g. '{\"lstm_hidden\": 192}'")
     data: list[str] = config.field([], help="training data URIs: shard roots (<root>/<split>/part-*.parquet) or IAM-style folders with labels.tsv")
-    pack: str = config.field("", help="--local only: a training pack folder (python -m htr_ray.training.pack) instead of --data: its IAM-OnDB train-form lines and generated lines train (mixed by --weights, in that order), its val-form lines validate; batches are augmented on the training device (augment_torch); no test split in it")
+    pack: str = config.field("", help="a training pack folder (python -m htr_ray.training.pack) instead of --data: its IAM-OnDB train-form lines, generated lines and page crops train (mixed by --weights, in that order), its val-form lines validate; batches are augmented on the training device (augment_torch); no test split in it. With Ray Train every worker reads the folder, so it must be on every node")
     weights: list[float] = config.field([], help="mixing weight per --data URI, or per pack source (iam, synth) with --pack (default: proportional to size)")
     train_split: str = config.field("train", help="split of --data used for training")
     val_data: list[str] = config.field([], help="validation data URIs (default: the first --data URI)")
