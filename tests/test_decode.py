@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import os
+
 import numpy as np
 import pytest
 
@@ -248,6 +250,60 @@ def test_compiled_search_decodes_as_the_python_one():
     assert n_differ >= 5  # the outputs are ambiguous enough for the search to matter
     with pytest.raises(ValueError, match="engine"):
         beam_search(lp, CHARSET, engine="gpu")
+
+
+def test_ahead_of_time_kernels_decode_as_numba_without_loading_it():
+    """scripts/setup builds the kernels ahead of time (fast_beam.main): a fresh process decodes the
+    shipped model's lines with beam + LM through the extension, imports neither numba nor LLVM, and
+    gets what the numba kernels give (HTR_BEAM_ENGINE=jit)."""
+    import json as _json
+    import subprocess
+    import sys
+
+    from htr_ray.recognition import fast_beam
+
+    assert fast_beam._load_aot() is not None, ("the ahead-of-time beam search is missing or stale: run "
+                                               "`python -m htr_ray.recognition.fast_beam` (scripts/setup does)")
+    code = """
+import json, sys
+import numpy as np
+from htr_ray.recognition import fast_beam
+from htr_ray.recognition.decode import beam_search
+from htr_ray.recognition.lm import CharNgramLM
+charset = "abcdefghijklmnopqrstuvwxyz ."
+rng = np.random.default_rng(3)
+lm = CharNgramLM.train(["take two tablets daily", "the cat sat on the mat"] * 3, order=4).compile()
+out = []
+for _ in range(6):
+    z = rng.normal(0, 2.0, (40, len(charset) + 1))
+    z[:, 0] += rng.uniform(0, 4, 40)
+    lp = (z - np.logaddexp.reduce(z, axis=1, keepdims=True)).astype(np.float32)
+    for opts in ({}, {"lm": lm, "beam_width": 8}):
+        d = beam_search(lp, charset, **opts)
+        out.append([d.candidates, d.char_confidences, d.acoustic_confidences])
+print(json.dumps({"engine": fast_beam.ENGINE, "numba": "numba" in sys.modules, "llvmlite": "llvmlite" in sys.modules,
+                  "out": out}))
+"""
+    runs = {}
+    for engine in ("auto", "jit"):
+        env = {**os.environ, "HTR_BEAM_ENGINE": engine}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[engine] = _json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (runs["auto"]["engine"], runs["auto"]["numba"], runs["auto"]["llvmlite"]) == ("aot", False, False)
+    assert runs["jit"]["engine"] == "jit" and runs["jit"]["numba"]
+    for (cands_a, chars_a, ac_a), (cands_j, chars_j, ac_j) in zip(runs["auto"]["out"], runs["jit"]["out"], strict=True):
+        assert [t for t, _ in cands_a] == [t for t, _ in cands_j]
+        assert [sc for _, sc in cands_a] == pytest.approx([sc for _, sc in cands_j], abs=1e-9)
+        assert chars_a == pytest.approx(chars_j, abs=1e-9) and ac_a == pytest.approx(ac_j, abs=1e-9)
+
+
+def test_a_stale_ahead_of_time_build_is_not_used(monkeypatch):
+    """After fast_beam.py changes, the extension built from the old file is ignored until rebuilt."""
+    from htr_ray.recognition import fast_beam
+
+    monkeypatch.setattr(fast_beam, "source_id", lambda: -1)
+    assert fast_beam._load_aot() is None
 
 
 def test_compiled_lm_scores_as_the_counts_and_round_trips(tmp_path):

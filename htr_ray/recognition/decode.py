@@ -39,8 +39,8 @@ import numpy as np
 
 
 class _LazyFastBeam:
-    """:mod:`htr_ray.recognition.fast_beam` imported on first use: importing numba costs ~150 MB of RSS,
-    which greedy decoding (the Serve default) never needs (a Serve replica must stay under 500 MB)."""
+    """:mod:`htr_ray.recognition.fast_beam` imported on first use: greedy decoding never needs it (and
+    where its ahead-of-time build is missing it imports numba, ~150 MB of RSS)."""
 
     def __getattr__(self, name):
         from htr_ray.recognition import fast_beam as module

@@ -8,30 +8,65 @@ n-best list (``tests/test_decode.py`` compares the two on random and on hand-bui
 can differ in the last bits where a sum is taken in another order. A lexicon is not handled here:
 beam search with a lexicon runs the Python path.
 
-numba compiles the kernels on first use (a few seconds) and caches the machine code beside this file
-(``__pycache__``), so later processes start at once. Without numba, :data:`AVAILABLE` is False and
-``decode.py`` uses its Python search.
+Two ways to run the same kernels, chosen at import (:data:`ENGINE`):
+
+- ``aot``: compiled ahead of time into a small C extension, ``_beam_aot*.so`` beside this file, by
+  ``python -m htr_ray.recognition.fast_beam`` (``scripts/setup`` and the image build run it; it needs
+  a C compiler). A process that decodes then imports neither numba nor LLVM: about 110 MB less
+  resident memory in every Serve replica and bulk actor, and nothing to compile on the first line.
+  The extension records a hash of this file; after an edit it is ignored (stale) until rebuilt.
+- ``jit``: numba compiles the kernels on first use (a few seconds) and caches the machine code beside
+  this file (``__pycache__``). The fallback where the extension is missing or stale, or where
+  ``HTR_BEAM_ENGINE=jit`` asks for it.
+
+Without numba and without the extension, :data:`AVAILABLE` is False and ``decode.py`` uses its Python
+search.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 
-try:  # pragma: no cover - exercised by whichever environment runs the suite
-    import numba
+AOT_MODULE = "_beam_aot"
 
-    AVAILABLE = True
-except Exception:  # numba missing or broken: the Python decoder runs instead
-    numba = None
-    AVAILABLE = False
+
+def source_id() -> int:
+    """A 62-bit hash of this file: the extension built from it carries the same number."""
+    return int.from_bytes(hashlib.sha256(Path(__file__).read_bytes()).digest()[:8], "little") >> 2
+
+
+def _load_aot():
+    if os.environ.get("HTR_BEAM_ENGINE", "auto") == "jit":
+        return None
+    try:
+        from htr_ray.recognition import _beam_aot as aot
+    except ImportError:
+        return None
+    return aot if aot.source_id() == source_id() else None  # stale: built from another version of this file
+
+
+_aot = _load_aot()
+numba = None
+if _aot is not None:
+    ENGINE, AVAILABLE = "aot", True
+else:
+    try:  # pragma: no cover - exercised by whichever environment runs the suite
+        import numba
+
+        ENGINE, AVAILABLE = "jit", True
+    except Exception:  # numba missing or broken: the Python decoder runs instead
+        ENGINE, AVAILABLE = "python", False
 
 NEG = -math.inf
 
 
 def _njit(fn):
-    return numba.njit(cache=True, nogil=True)(fn) if AVAILABLE else fn
+    return numba.njit(cache=True, nogil=True)(fn) if ENGINE == "jit" else fn
 
 
 @_njit
@@ -433,6 +468,45 @@ def agreement_kernel(labs, lens, weights, min_weight):
     return conf
 
 
+# The kernels' types as decode.py calls them (lp float32 C-contiguous; LM tables as CompiledLM holds
+# them; the no-LM call passes arrays of the same types).
+AOT_SIGNATURES = {
+    "beam_kernel": "Tuple((i8[::1], f8[::1], i8[::1], i8[::1]))(f4[:, ::1], i8, i8, f8, f8, b1, f8, f8, f8, b1, "
+                   "i8[::1], i8, i8, i8[::1], i4[::1], f8[::1], i4[::1], f8[::1], f8, i8[::1], i4[::1], i4[::1], "
+                   "i4[::1], i8)",
+    "align_kernel": "Tuple((f8, f8[::1]))(f4[:, ::1], i8[::1])",
+    "paths_kernel": "Tuple((i8[:, ::1], i8[::1]))(i8[::1], i8[::1], i8[::1])",
+    "agreement_kernel": "f8[::1](i8[:, ::1], i8[::1], f8[::1], f8)",
+}
+
+if _aot is not None:  # the same kernels, compiled ahead of time
+    beam_kernel, align_kernel = _aot.beam_kernel, _aot.align_kernel
+    paths_kernel, agreement_kernel = _aot.paths_kernel, _aot.agreement_kernel
+
+
+def build_aot(out_dir: str | None = None) -> str:
+    """Compile the kernels of this file into the C extension :data:`AOT_MODULE` (numba.pycc and a C
+    compiler); returns its path. Run in a process where :data:`ENGINE` is ``jit``."""
+    if ENGINE != "jit":
+        raise RuntimeError(f"building the extension needs the numba kernels (engine is {ENGINE}): "
+                           "run with HTR_BEAM_ENGINE=jit")
+    import warnings
+
+    with warnings.catch_warnings():  # numba.pycc is deprecated in favour of a successor not yet released
+        warnings.simplefilter("ignore")
+        from numba.pycc import CC
+
+        cc = CC(AOT_MODULE)
+        cc.output_dir = out_dir or os.path.dirname(os.path.abspath(__file__))
+        cc.verbose = False
+        for name, signature in AOT_SIGNATURES.items():
+            cc.export(name, signature)(globals()[name].py_func)
+        ident = source_id()
+        cc.export("source_id", "i8()")(lambda: ident)
+        cc.compile()
+    return os.path.join(cc.output_dir, cc.output_file if hasattr(cc, "output_file") else AOT_MODULE)
+
+
 def warm() -> float:
     """Compile (or load from the cache) every kernel now, on a tiny input; returns the seconds it took.
     ``python -m htr_ray.recognition.fast_beam`` does this, e.g. in a container image build, so that the
@@ -451,7 +525,34 @@ def warm() -> float:
     return time.perf_counter() - t0
 
 
-if __name__ == "__main__":
-    if not AVAILABLE:
+def main() -> int:
+    """Warm numba's cache (the fallback), then build the ahead-of-time extension and check that a fresh
+    process loads it; a machine without a C compiler keeps the numba kernels."""
+    import subprocess
+    import sys
+
+    if ENGINE == "python":
         raise SystemExit("numba is not installed: beam search runs in Python")
-    print(f"compiled beam search ready in {warm():.1f} s (cache: {numba.config.CACHE_DIR or 'beside the module'})")
+    if ENGINE == "jit":
+        print(f"compiled beam search (numba) ready in {warm():.1f} s (cache: {numba.config.CACHE_DIR or 'beside the module'})")
+    if ENGINE == "aot":
+        print("compiled beam search: ahead-of-time extension up to date")
+        return 0
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        build_aot()
+    except Exception as exc:  # no compiler, no Python headers: the numba kernels stay in use
+        print(f"ahead-of-time beam search not built ({type(exc).__name__}: {exc}); numba compiles it instead")
+        return 0
+    check = subprocess.run([sys.executable, "-c", "from htr_ray.recognition import fast_beam as f; "
+                            "f.warm(); print(f.ENGINE)"], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "HTR_BEAM_ENGINE"})
+    engine = check.stdout.strip().splitlines()[-1] if check.stdout.strip() else f"failed: {check.stderr[-500:]}"
+    print(f"ahead-of-time beam search built in {time.perf_counter() - t0:.1f} s; a fresh process runs: {engine}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
