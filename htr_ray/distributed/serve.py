@@ -10,7 +10,9 @@ second deployment.
 Two deployments:
 
 - ``Recognizer`` (FastAPI ingress): loads the line model (a :class:`RecognizerSpec`) once per replica.
-  ``/v1/recognize`` is answered here, with no further hop: proxy -> replica -> model. Every line
+  ``/v1/recognize`` is answered here, with no further hop: HAProxy -> replica -> model (the replica
+  answers HTTP itself when Ray starts with ``htr_ray.distributed.runtime.SERVE_ENVIRONMENT``; else
+  Serve's Python proxy passes requests on). Every line
   image, single lines and the lines of pages alike, goes to one ``@serve.batch`` method, so concurrent
   requests share model calls.
 - ``Pages``: the page reader's ``prepare`` (decode, find lines, deskew, crop; the bulk job's own
@@ -23,8 +25,8 @@ Images come as the raw request body (``Content-Type: image/...`` or ``applicatio
 or as a multipart upload (field ``file``). With ``HTR_API_KEY`` set (env var or a Kubernetes secret),
 requests need ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, else 401.
 
-Overload: each deployment's ``max_queued_requests`` (per caller: the HTTP proxy for ``Recognizer``)
-bounds the wait; beyond it the proxy answers 503 with ``Retry-After`` at once
+Overload: each deployment's ``max_queued_requests`` (for ``Recognizer``: in the replica behind HAProxy,
+at each proxy with Serve's Python proxy) bounds the wait; beyond it a 503 with ``Retry-After`` comes at once
 (``backpressure_config``), and a page whose ``Pages`` queue is full gets the same from the ingress.
 
 Tuning lives in ONE place, ``serve_config.yaml`` (the file ``serve run``/``serve deploy``/``python
