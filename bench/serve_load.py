@@ -8,12 +8,17 @@ deployments, and its args give the recogniser spec: the bulk job's ONNX int8 by 
 twice: batching as configured, and batching off (max_batch_size 1). At each concurrency, that many
 clients each POST /v1/recognize with a held-out IAM-OnDB line (test-split forms), wait for the
 answer and send the next, for --seconds. Per run: requests/s, client latency p50/p95/p99, the time
-the replica itself spent on the request (the answer's "seconds": decode + batch wait + model + JSON),
-the mean model batch, and the peak RSS (VmHWM) of the Recognizer and Pages replicas, whether torch
-is loaded in the Recognizer replica. The same lines through the recognizer (the same spec) called
-directly in this process give the model's own time, and GET /healthz at concurrency 1 the floor of
-one HTTP round trip through the proxy to the replica: what Serve adds is the difference. Prints a
-table (markdown) and writes JSON.
+the replica itself spent on the request (the answer's "seconds", and its Server-Timing stages: read,
+decode, queue, model, answer), the mean model batch, the CPU the clients and the replica used, the
+peak RSS (VmHWM) of the Recognizer and Pages replicas, whether torch is loaded in the Recognizer
+replica and which ingress brought the requests. The same lines through the recognizer (the same
+spec) called directly in this process give the model's own time; GET /healthz at concurrency 1 the
+floor of one HTTP round trip through the ingress to the replica; and the same GET on a bare uvicorn
++ FastAPI app in this process what HTTP alone costs here: what Serve adds is the difference. Prints
+a table (markdown) and writes JSON.
+
+The ingress is HAProxy (a local Ray started by the project has it); `RAY_SERVE_ENABLE_HA_PROXY=0
+python bench/serve_load.py ...` measures Serve's Python proxy instead.
 
 --replicas pins the Recognizer's replica count (autoscaling off) so that runs compare like with like;
 --batch-wait, --threads, --backend/--quantize and --decoder override the config's
@@ -92,6 +97,7 @@ def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float)
     deadline = time.time() + seconds
     latencies: list[float] = []
     server: list[float] = []
+    stages: dict[str, list[float]] = {}
     errors = 0
 
     def client(k: int):
@@ -104,6 +110,10 @@ def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float)
             latencies.append(time.perf_counter() - t)
             if r.status_code == 200:
                 server.append(r.json()["seconds"])
+                for part in r.headers.get("Server-Timing", "").split(","):  # the replica's stages, ms
+                    name, _, dur = part.strip().partition(";dur=")
+                    if dur:
+                        stages.setdefault(name, []).append(float(dur))
             else:
                 errors += 1
             i += concurrency
@@ -116,7 +126,38 @@ def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float)
     return {"concurrency": concurrency, "requests": len(lat), "errors": errors, "rps": round(len(lat) / elapsed, 2),
             "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
             "p99_ms": round(float(np.percentile(lat, 99)), 1),
-            "replica_p50_ms": round(float(np.percentile(np.array(server) * 1000, 50)), 1) if server else None}
+            "replica_p50_ms": round(float(np.percentile(np.array(server) * 1000, 50)), 1) if server else None,
+            "server_timing_p50_ms": {k: round(float(np.percentile(v, 50)), 2) for k, v in stages.items()}}
+
+
+def bare_http_p50_ms(seconds: float = 3) -> float:
+    """p50 of GET on a bare FastAPI app under uvicorn in this process, with the same client: what one
+    HTTP round trip costs on this machine with no Serve at all (the floor /healthz is compared with)."""
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        return healthz_p50_ms(f"http://127.0.0.1:{port}", seconds)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -194,6 +235,7 @@ def main() -> int:
                "load_average_at_start": round(load, 1), "model": args.model, "replicas": args.replicas,
                "recognizer": spec.as_dict(), "direct_recognizer_ms_per_line": round(direct_ms, 1),
                "direct_split_ms_per_line": split,
+               "bare_http_p50_ms": bare_http_p50_ms(),
                "serve_config_user_config": configured,
                "ray_serve_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAY_SERVE_")},
                "runs": []}
@@ -240,10 +282,12 @@ def main() -> int:
                   f"replica {r['replica_cpu_cores']}  "
                   f"peak RSS recognizer {r['recognizer_peak_rss_mb']} MB, pages {r['pages_peak_rss_mb']} MB")
             print(f"    memory (MB) recognizer {r['recognizer_memory']}  pages {r['pages_memory']}")
+            print(f"    replica's stages (Server-Timing p50, ms) {r['server_timing_p50_ms']}")
         serve.delete("htr")
     serve.shutdown()
     print(f"\n{results['date']}, {results['machine']}, load average at start {results['load_average_at_start']}; "
-          f"recognizer directly {direct_ms:.1f} ms/line, by stage (ms) {split}\n")
+          f"recognizer directly {direct_ms:.1f} ms/line, by stage (ms) {split}; a bare uvicorn + FastAPI "
+          f"round trip with the same client {results['bare_http_p50_ms']} ms\n")
     print("| mode | conc. | req/s | p50 ms | p95 ms | replica's own p50 ms | /healthz p50 ms | mean batch "
           "| CPU cores: clients / replica | Recognizer peak RSS MB | torch loaded | ingress | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -356,6 +356,27 @@ def test_api_key_and_overload_burst_is_refused_fast_with_retry_after(serve_app, 
     assert slowest_accepted < budget, f"an accepted request took {slowest_accepted:.2f} s, budget {budget:.2f} s"
 
 
+def test_a_local_ray_starts_with_the_haproxy_ingress_and_ports_of_its_own(monkeypatch):
+    """ensure_ray's environment for a new local Ray: HAProxy on, its stats and metrics on free ports
+    outside the ephemeral range (no outbound connection can take them first); the caller's own
+    settings win; nothing is left in this process's environment afterwards."""
+    from htr_ray.distributed import runtime
+
+    keys = [*runtime.SERVE_ENVIRONMENT, *runtime.LOCAL_HAPROXY_PORTS]
+    for key in keys:
+        monkeypatch.delenv(key, raising=False)
+    with runtime._local_serve_environment():
+        assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        ports = [int(os.environ[k]) for k in runtime.LOCAL_HAPROXY_PORTS]
+        assert all(runtime.HAPROXY_PORT_RANGE[0] <= p <= runtime.HAPROXY_PORT_RANGE[1] for p in ports), ports
+        assert len(set(ports)) == len(ports)
+    assert not [k for k in keys if k in os.environ]
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "0")
+    with runtime._local_serve_environment():
+        assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+
+
 def test_serve_config_file_is_valid_for_serve():
     from ray.serve.schema import ServeDeploySchema
 

@@ -27,12 +27,29 @@ SERVE_ENVIRONMENT = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
 LOCAL_HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
 
 
-def _free_port() -> int:
+# Where those ports are drawn from: below the kernel's ephemeral range (32768-60999 on Linux), so that no
+# outbound connection of this machine can take the port in the seconds or minutes before HAProxy binds
+# it, and above Ray's worker ports (10002-19999); Serve's own replica ports start at 30000.
+HAPROXY_PORT_RANGE = (22000, 29999)
+
+
+def _free_port(taken=()) -> int:
+    """A port in HAPROXY_PORT_RANGE, not in ``taken``, that nothing listens on now (on any interface, as
+    HAProxy binds)."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for port in random.sample(range(HAPROXY_PORT_RANGE[0], HAPROXY_PORT_RANGE[1] + 1), 200):
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {HAPROXY_PORT_RANGE} for HAProxy's stats and metrics: set "
+                       f"{' and '.join(LOCAL_HAPROXY_PORTS)}")
 
 
 @contextlib.contextmanager
@@ -42,7 +59,9 @@ def _local_serve_environment():
     set them. Restored afterwards, so that this process's children (e.g. another local Ray) do not
     inherit the ports."""
     added = {key: value for key, value in SERVE_ENVIRONMENT.items() if key not in os.environ}
-    added.update({key: str(_free_port()) for key in LOCAL_HAPROXY_PORTS if key not in os.environ})
+    for key in LOCAL_HAPROXY_PORTS:
+        if key not in os.environ:
+            added[key] = str(_free_port(taken={int(v) for k, v in added.items() if k in LOCAL_HAPROXY_PORTS}))
     os.environ.update(added)
     try:
         yield
