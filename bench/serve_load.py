@@ -1,11 +1,12 @@
 """Closed-loop HTTP load on the Serve endpoint with real handwritten line images.
 
-    .venv/bin/python bench/serve_load.py [--seconds 20] [--concurrency 1 8 32] [--replicas 1]
+    .venv/bin/python bench/serve_load.py [--seconds 20] [--concurrency 1 8 32] [--replicas 1] [--rounds 1]
                                          [--batch-wait S] [--threads N] [--json PATH]
 
 The app is the one serve_config.yaml describes (htr_ray.distributed.serve.make_app reads its
 deployments, and its args give the recogniser spec: the bulk job's ONNX int8 by default), run
-twice: batching as configured, and batching off (max_batch_size 1). At each concurrency, that many
+twice: batching as configured, and batching off (max_batch_size 1); with --rounds N, N times each,
+interleaved, and the batching gain (on / off requests/s) is given per round and as the median. At each concurrency, that many
 clients each POST /v1/recognize with a held-out IAM-OnDB line (test-split forms), wait for the
 answer and send the next, for --seconds. Per run: requests/s, client latency p50/p95/p99, the time
 the replica itself spent on the request (the answer's "seconds", and its Server-Timing stages: read,
@@ -181,6 +182,21 @@ def mean_batch_since(before: dict, after: dict) -> float:
     return round(sum(k * v for k, v in delta.items()) / max(1, sum(delta.values())), 2)
 
 
+def batching_gain(runs: list[dict]) -> dict:
+    """requests/s with batching on over batching off, per concurrency: the ratio of each round (the
+    two modes measured back to back) and the median of the rounds."""
+    gains = {}
+    for c in sorted({r["concurrency"] for r in runs}):
+        rps = {}
+        for r in runs:
+            if r["concurrency"] == c:
+                rps.setdefault(r["round"], {})["off" if r["mode"].startswith("batching off") else "on"] = r["rps"]
+        by_round = [round(m["on"] / m["off"], 2) for _, m in sorted(rps.items()) if "on" in m and "off" in m]
+        if by_round:
+            gains[c] = {"by_round": by_round, "median": round(float(np.median(by_round)), 2)}
+    return gains
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20)
@@ -193,6 +209,9 @@ def main() -> int:
     ap.add_argument("--quantize", default=None, help="override the quantisation (int8, none)")
     ap.add_argument("--decoder", default=None, help="override the decoder (greedy, beam)")
     ap.add_argument("--modes", nargs="+", default=["on", "off"], choices=["on", "off"])
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rounds of the modes, interleaved (on, off, on, off ...): a drift in the machine's speed "
+                         "hits both modes alike, and the batching gain is given per round and as their median")
     ap.add_argument("--data", default=str(paths.shared_data() / "iam_ondb_lines"))
     ap.add_argument("--json", default=str(REPO / "work" / "bench" / "serve_load.json"))
     args = ap.parse_args()
@@ -241,7 +260,7 @@ def main() -> int:
                "runs": []}
     print(f"load average at start {load:.1f}; recognizer ({spec.backend} {spec.quantize or 'fp32'}, decoder "
           f"{decoder_kind}) directly, one line at a time: {direct_ms:.1f} ms per line; by stage {split}")
-    for mode in args.modes:
+    for rnd, mode in [(rnd, mode) for rnd in range(args.rounds) for mode in args.modes]:
         user_config = dict(configured)
         if args.batch_wait is not None:
             user_config["batch_wait_timeout_s"] = args.batch_wait
@@ -267,7 +286,7 @@ def main() -> int:
             r.update(client_cpu_cores=round((cpu_seconds() - cpu0) / wall, 2),
                      replica_cpu_cores=round((cpu_seconds(replica_pid) - replica_cpu0) / wall, 2))
             after = stats(base)
-            r.update(mode=label, mean_batch=mean_batch_since(before, after["recognizer"]["batch_sizes"]),
+            r.update(mode=label, round=rnd, mean_batch=mean_batch_since(before, after["recognizer"]["batch_sizes"]),
                      recognizer_peak_rss_mb=after["recognizer"].get("peak_rss_mb"),
                      pages_peak_rss_mb=after["pages"].get("peak_rss_mb"),
                      recognizer_memory={k: v for k, v in after["recognizer"].items() if k.endswith("_mb")},
@@ -276,23 +295,26 @@ def main() -> int:
                      **{k: after["recognizer"].get(k) for k in ("backend", "quantize", "decoder", "threads", "ingress",
                                                                  "torch_loaded")})
             results["runs"].append(r)
-            print(f"{label:<44} c={c:<3} {r['rps']:>7.1f} req/s  p50 {r['p50_ms']:>7.1f} ms  "
+            print(f"{label:<44} round {rnd} c={c:<3} {r['rps']:>7.1f} req/s  p50 {r['p50_ms']:>7.1f} ms  "
                   f"p95 {r['p95_ms']:>7.1f} ms  p99 {r['p99_ms']:>7.1f} ms  replica p50 {r['replica_p50_ms']:>6.1f} ms  "
                   f"batch {r['mean_batch']:>5.1f}  errors {r['errors']}  CPU cores: clients {r['client_cpu_cores']}, "
                   f"replica {r['replica_cpu_cores']}  "
                   f"peak RSS recognizer {r['recognizer_peak_rss_mb']} MB, pages {r['pages_peak_rss_mb']} MB")
             print(f"    memory (MB) recognizer {r['recognizer_memory']}  pages {r['pages_memory']}")
             print(f"    replica's stages (Server-Timing p50, ms) {r['server_timing_p50_ms']}")
-        serve.delete("htr")
+    serve.delete("htr")
     serve.shutdown()
+    results["batching_gain"] = batching_gain(results["runs"])
     print(f"\n{results['date']}, {results['machine']}, load average at start {results['load_average_at_start']}; "
           f"recognizer directly {direct_ms:.1f} ms/line, by stage (ms) {split}; a bare uvicorn + FastAPI "
           f"round trip with the same client {results['bare_http_p50_ms']} ms\n")
-    print("| mode | conc. | req/s | p50 ms | p95 ms | replica's own p50 ms | /healthz p50 ms | mean batch "
+    for c, gain in results["batching_gain"].items():
+        print(f"batching on / off at concurrency {c}: {gain['by_round']} by round, median {gain['median']}")
+    print("| mode | round | conc. | req/s | p50 ms | p95 ms | replica's own p50 ms | /healthz p50 ms | mean batch "
           "| CPU cores: clients / replica | Recognizer peak RSS MB | torch loaded | ingress | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
-        print(f"| {r['mode']} | {r['concurrency']} | {r['rps']} | {r['p50_ms']} | {r['p95_ms']} | "
+        print(f"| {r['mode']} | {r['round']} | {r['concurrency']} | {r['rps']} | {r['p50_ms']} | {r['p95_ms']} | "
               f"{r['replica_p50_ms']} | {r['healthz_p50_ms']} | {r['mean_batch']} | "
               f"{r['client_cpu_cores']} / {r['replica_cpu_cores']} | {r['recognizer_peak_rss_mb']} | "
               f"{r['torch_loaded']} | {r['ingress']} | {r['load_average']} |")

@@ -15,7 +15,9 @@ Local configurations (``--configs``, default all of them), each a set of TrainCo
 - ``after-2t``: ``after`` with 2 torch threads;
 - ``pack``: the same lines from a training pack (:mod:`htr_ray.training.pack`, built by the bench at the
   model's height: decoded and normalised once, before training), augmented as whole batches in torch
-  (``augment_torch``), channels-last, batch 16, 1 thread.
+  (``augment_torch``), channels-last, batch 16, 1 thread;
+- ``pack-2t``, ``pack-2t-b32``: ``pack`` with 2 torch threads (batch 16 or 32);
+- ``pack-compile``: ``pack`` with ``torch.compile`` (dynamic shapes).
 
 ``--workers 1 2`` also runs Ray Train with that many 1-CPU workers, reading the shards through Ray
 Data (the default) or, with ``--ray-pack``, each worker reading the pack: the way to keep both cores
@@ -50,6 +52,10 @@ CONFIGS = {
     "after": dict(loader_processes=1, channels_last=True, batch_size=32, threads=1),
     "after-2t": dict(loader_processes=1, channels_last=True, batch_size=32, threads=2),
     "pack": dict(loader_processes=0, loader_threads=1, channels_last=True, batch_size=16, threads=1, pack=True),
+    "pack-2t": dict(loader_processes=0, loader_threads=1, channels_last=True, batch_size=16, threads=2, pack=True),
+    "pack-2t-b32": dict(loader_processes=0, loader_threads=1, channels_last=True, batch_size=32, threads=2, pack=True),
+    "pack-compile": dict(loader_processes=0, loader_threads=1, channels_last=True, batch_size=16, threads=1, pack=True,
+                         compile=True),
 }
 
 

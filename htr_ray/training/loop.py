@@ -235,6 +235,8 @@ def fit(cfg: TrainConfig, ctx: Context, charset: Charset | None = None, texts: I
     model.to(memory_format=memory_format)
     base_model = model
     model = ctx.prepare_model(model)
+    if cfg.compile:  # lines vary in width: one graph with a symbolic width, not one per width
+        model = torch.compile(model, dynamic=True)
     decay, no_decay = [], []
     for name, p in base_model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
