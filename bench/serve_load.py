@@ -13,7 +13,8 @@ the replica itself spent on the request (the answer's "seconds", and its Server-
 decode, queue, model, answer), the mean model batch, the CPU the clients and the replica used, the
 peak RSS (VmHWM) of the Recognizer and Pages replicas, whether torch is loaded in the Recognizer
 replica and which ingress brought the requests. The same lines through the recognizer (the same
-spec) called directly in this process give the model's own time; GET /healthz at concurrency 1 the
+spec) called directly in this process give the model's own time, one line at a time and 16 at a
+time (what batching saves in the model itself); GET /healthz at concurrency 1 the
 floor of one HTTP round trip through the ingress to the replica; and the same GET on a bare uvicorn
 + FastAPI app in this process what HTTP alone costs here: what Serve adds is the difference. Prints
 a table (markdown) and writes JSON.
@@ -233,6 +234,11 @@ def main() -> int:
     for g in grays:
         rec.recognize([g])
     direct_ms = (time.perf_counter() - t) / len(grays) * 1000
+    # the same lines 16 at a time (a full batch of the replica's): what the model itself gains from batching
+    t = time.perf_counter()
+    for i in range(0, len(grays), 16):
+        rec.recognize(grays[i:i + 16])
+    direct_batch16_ms = (time.perf_counter() - t) / len(grays) * 1000
     split = stage_split(rec, bodies)
     decoder_kind = rec.decoder_kind
     del rec
@@ -253,13 +259,15 @@ def main() -> int:
     results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
                "load_average_at_start": round(load, 1), "model": args.model, "replicas": args.replicas,
                "recognizer": spec.as_dict(), "direct_recognizer_ms_per_line": round(direct_ms, 1),
+               "direct_recognizer_ms_per_line_batch16": round(direct_batch16_ms, 1),
                "direct_split_ms_per_line": split,
                "bare_http_p50_ms": bare_http_p50_ms(),
                "serve_config_user_config": configured,
                "ray_serve_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAY_SERVE_")},
                "runs": []}
     print(f"load average at start {load:.1f}; recognizer ({spec.backend} {spec.quantize or 'fp32'}, decoder "
-          f"{decoder_kind}) directly, one line at a time: {direct_ms:.1f} ms per line; by stage {split}")
+          f"{decoder_kind}) directly, one line at a time: {direct_ms:.1f} ms per line, 16 at a time "
+          f"{direct_batch16_ms:.1f}; by stage {split}")
     for rnd, mode in [(rnd, mode) for rnd in range(args.rounds) for mode in args.modes]:
         user_config = dict(configured)
         if args.batch_wait is not None:
@@ -306,7 +314,8 @@ def main() -> int:
     serve.shutdown()
     results["batching_gain"] = batching_gain(results["runs"])
     print(f"\n{results['date']}, {results['machine']}, load average at start {results['load_average_at_start']}; "
-          f"recognizer directly {direct_ms:.1f} ms/line, by stage (ms) {split}; a bare uvicorn + FastAPI "
+          f"recognizer directly {direct_ms:.1f} ms/line ({direct_batch16_ms:.1f} in batches of 16), by stage (ms) "
+          f"{split}; a bare uvicorn + FastAPI "
           f"round trip with the same client {results['bare_http_p50_ms']} ms\n")
     for c, gain in results["batching_gain"].items():
         print(f"batching on / off at concurrency {c}: {gain['by_round']} by round, median {gain['median']}")
