@@ -6,8 +6,9 @@
 The app is the one serve_config.yaml describes (htr_ray.distributed.serve.make_app reads its
 deployments, and its args give the recogniser spec: the bulk job's ONNX int8 by default), run
 twice: batching as configured, and batching off (max_batch_size 1); with --rounds N, N times each,
-interleaved, and the batching gain (on / off requests/s) is given per round and as the median. At each concurrency, that many
-clients each POST /v1/recognize with a held-out IAM-OnDB line (test-split forms), wait for the
+interleaved, and the batching gain (on / off requests/s) is given per round and as the median. The
+modes switch by ``user_config`` on the same replica, so its peak RSS is the peak of all runs so far.
+At each concurrency, that many clients each POST /v1/recognize with a held-out IAM-OnDB line (test-split forms), wait for the
 answer and send the next, for --seconds. Per run: requests/s, client latency p50/p95/p99, the time
 the replica itself spent on the request (the answer's "seconds", and its Server-Timing stages: read,
 decode, queue, model, answer), the mean model batch, the CPU the clients and the replica used, the
@@ -191,7 +192,7 @@ def batching_gain(runs: list[dict]) -> dict:
         rps = {}
         for r in runs:
             if r["concurrency"] == c:
-                rps.setdefault(r["round"], {})["off" if r["mode"].startswith("batching off") else "on"] = r["rps"]
+                rps.setdefault(r["round"], {})[r["batching"]] = r["rps"]
         by_round = [round(m["on"] / m["off"], 2) for _, m in sorted(rps.items()) if "on" in m and "off" in m]
         if by_round:
             gains[c] = {"by_round": by_round, "median": round(float(np.median(by_round)), 2)}
@@ -294,7 +295,7 @@ def main() -> int:
             r.update(client_cpu_cores=round((cpu_seconds() - cpu0) / wall, 2),
                      replica_cpu_cores=round((cpu_seconds(replica_pid) - replica_cpu0) / wall, 2))
             after = stats(base)
-            r.update(mode=label, round=rnd, mean_batch=mean_batch_since(before, after["recognizer"]["batch_sizes"]),
+            r.update(mode=label, batching=mode, round=rnd, mean_batch=mean_batch_since(before, after["recognizer"]["batch_sizes"]),
                      recognizer_peak_rss_mb=after["recognizer"].get("peak_rss_mb"),
                      pages_peak_rss_mb=after["pages"].get("peak_rss_mb"),
                      recognizer_memory={k: v for k, v in after["recognizer"].items() if k.endswith("_mb")},

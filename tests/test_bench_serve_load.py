@@ -17,14 +17,13 @@ def _serve_load():
 
 
 def test_batching_gain_pairs_the_modes_of_each_round():
-    on, off = "batching on (max_batch_size 16, wait 0 ms)", "batching off (max_batch_size 1)"
-    runs = [{"mode": on, "round": 0, "concurrency": 32, "rps": 130.0},
-            {"mode": off, "round": 0, "concurrency": 32, "rps": 100.0},
-            {"mode": on, "round": 1, "concurrency": 32, "rps": 120.0},
-            {"mode": off, "round": 1, "concurrency": 32, "rps": 80.0},
-            {"mode": on, "round": 2, "concurrency": 32, "rps": 110.0},
-            {"mode": off, "round": 2, "concurrency": 32, "rps": 100.0},
-            {"mode": on, "round": 0, "concurrency": 1, "rps": 90.0},  # no "off" at c=1: no ratio
-            {"mode": on, "round": 3, "concurrency": 32, "rps": 500.0}]  # an unpaired round is left out
+    runs = [{"batching": "on", "round": 0, "concurrency": 32, "rps": 130.0},
+            {"batching": "off", "round": 0, "concurrency": 32, "rps": 100.0},
+            {"batching": "on", "round": 1, "concurrency": 32, "rps": 120.0},
+            {"batching": "off", "round": 1, "concurrency": 32, "rps": 80.0},
+            {"batching": "on", "round": 2, "concurrency": 32, "rps": 110.0},
+            {"batching": "off", "round": 2, "concurrency": 32, "rps": 100.0},
+            {"batching": "on", "round": 0, "concurrency": 1, "rps": 90.0},  # no "off" at c=1: no ratio
+            {"batching": "on", "round": 3, "concurrency": 32, "rps": 500.0}]  # an unpaired round is left out
     gain = _serve_load().batching_gain(runs)
     assert gain == {32: {"by_round": [1.3, 1.5, 1.1], "median": 1.3}}

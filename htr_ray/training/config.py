@@ -40,7 +40,7 @@ class TrainConfig:
     loader_threads: int = config.field(2, help="threads decoding + augmenting batches per worker (when no loader processes)")
     loader_processes: int = config.field(0, help="worker processes decoding + augmenting training batches (0: --loader-threads threads; -1: 1 process with --local, threads on Ray workers)")
     channels_last: bool = config.field(False, help="CPU: convolutions in channels-last memory format")
-    compile: bool = config.field(False, help="torch.compile the model (dynamic shapes); on 2 CPU cores it is slower (docs/training.md)")
+    compile: bool = config.field(False, help="torch.compile the model (dynamic shapes); on 2 CPU cores it is no faster (docs/training.md)")
     device: str = config.field("auto", help="auto, cpu, cuda")
     amp: bool = config.field(True, help="mixed precision on GPU")
     seed: int = config.field(0, help="random seed")
