@@ -108,6 +108,23 @@ def ray_local(s3_server):
 
 
 @pytest.fixture(scope="session")
+def bench():
+    """``bench("peers")``: a script of bench/ loaded as a module (bench/ is not a package), once a session."""
+    import importlib.util
+
+    loaded = {}
+
+    def load(name: str):
+        if name not in loaded:
+            spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        return loaded[name]
+    return load
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"the real data sets are expected at {SHARED_DATA} (set HTR_SHARED_DATA)")

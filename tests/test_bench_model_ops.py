@@ -3,33 +3,22 @@ keeps the property its figures rest on (a line reads the same alone and in a wid
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def _model_ops():
-    spec = importlib.util.spec_from_file_location("bench_model_ops", REPO / "bench" / "model_ops.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_padding_free_graph_reads_a_line_as_alone(shared_data):
+def test_padding_free_graph_reads_a_line_as_alone(bench, shared_data):
     import onnxruntime as ort
 
     from htr_ray.io import images
     from htr_ray.models import checkpoint
     from htr_ray.recognition.spec import DEFAULT_LINE_MODEL
 
-    bench = _model_ops()
+    model_ops = bench("model_ops")
     model, meta = checkpoint.load(DEFAULT_LINE_MODEL)
-    lines, _ = bench.normalized_lines(str(shared_data / "iam_ondb_lines"), "test", 3, int(meta["input"]["height"]))
-    sess = ort.InferenceSession(bench.padding_free_onnx(model), providers=["CPUExecutionProvider"])
+    lines, _ = model_ops.normalized_lines(str(shared_data / "iam_ondb_lines"), "test", 3, int(meta["input"]["height"]))
+    sess = ort.InferenceSession(model_ops.padding_free_onnx(model), providers=["CPUExecutionProvider"])
     arr, widths = images.pad_batch(lines, width_multiple=32)
     extents = (-(-widths // 32) * 32).astype(np.int64)
     together, lengths = sess.run(None, {"images": arr, "widths": widths, "extents": extents})
@@ -41,9 +30,9 @@ def test_padding_free_graph_reads_a_line_as_alone(shared_data):
         np.testing.assert_allclose(together[i, : int(n[0])], alone[0, : int(n[0])], atol=1e-4)
 
 
-def test_bench_runs_and_writes_its_table(shared_data, tmp_path):
+def test_bench_runs_and_writes_its_table(bench, shared_data, tmp_path):
     out = tmp_path / "model_ops.json"
-    rc = _model_ops().main(["--data", str(shared_data / "iam_ondb_lines"), "--lines", "8", "--batch", "4",
+    rc = bench("model_ops").main(["--data", str(shared_data / "iam_ondb_lines"), "--lines", "8", "--batch", "4",
                             "--repeats", "1", "--cer-lines", "4", "--json", str(out)])
     assert rc == 0
     result = json.loads(out.read_text())

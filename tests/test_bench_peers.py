@@ -3,24 +3,17 @@ speed: Tesseract and RapidOCR are not needed here)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from htr_ray.io import images
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def peers():
-    spec = importlib.util.spec_from_file_location("bench_peers", REPO / "bench" / "peers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def peers(bench):
+    return bench("peers")
 
 
 def test_page_errors_one_definition(peers):

@@ -3,20 +3,8 @@ which tests/test_serving.py and the benchmark run)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _serve_load():
-    spec = importlib.util.spec_from_file_location("bench_serve_load", REPO / "bench" / "serve_load.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_batching_gain_pairs_the_modes_of_each_round():
+def test_batching_gain_pairs_the_modes_of_each_round(bench):
     runs = [{"batching": "on", "round": 0, "concurrency": 32, "rps": 130.0},
             {"batching": "off", "round": 0, "concurrency": 32, "rps": 100.0},
             {"batching": "on", "round": 1, "concurrency": 32, "rps": 120.0},
@@ -25,5 +13,5 @@ def test_batching_gain_pairs_the_modes_of_each_round():
             {"batching": "off", "round": 2, "concurrency": 32, "rps": 100.0},
             {"batching": "on", "round": 0, "concurrency": 1, "rps": 90.0},  # no "off" at c=1: no ratio
             {"batching": "on", "round": 3, "concurrency": 32, "rps": 500.0}]  # an unpaired round is left out
-    gain = _serve_load().batching_gain(runs)
+    gain = bench("serve_load").batching_gain(runs)
     assert gain == {32: {"by_round": [1.3, 1.5, 1.1], "median": 1.3}}
